@@ -1,0 +1,63 @@
+"""Alembic environment for sqlatasks' own history.
+
+The database comes from, in order: a connection handed in as `config.attributes["connection"]`
+(tests and applications that run migrations from code, inside a running event loop), the
+`sqlalchemy.url` option, or SQLATASKS_DATABASE_URL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from logging.config import fileConfig
+
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from alembic import context
+from sqlatasks import settings
+from sqlatasks.models import Base
+
+config = context.config
+VERSION_TABLE = "sqlatasks_alembic_version"
+
+
+def _run(connection: Connection) -> None:
+    context.configure(
+        connection=connection,
+        target_metadata=Base.metadata,
+        version_table=VERSION_TABLE,
+        # Only our own objects: the database may hold the application's tables too.
+        include_name=lambda name, kind, _parent: kind != "table" or name in Base.metadata.tables,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def _url() -> str:
+    url = config.get_main_option("sqlalchemy.url") or os.environ.get("SQLATASKS_DATABASE_URL")
+    if not url:
+        raise SystemExit("alembic: set SQLATASKS_DATABASE_URL to the database to migrate")
+    return settings.database_url(url)
+
+
+async def _run_async() -> None:
+    engine = create_async_engine(_url())
+    try:
+        async with engine.begin() as connection:
+            await connection.run_sync(_run)
+    finally:
+        await engine.dispose()
+
+
+given = config.attributes.get("connection")
+if given is not None:
+    _run(given)
+elif context.is_offline_mode():
+    context.configure(url=_url(), target_metadata=Base.metadata, version_table=VERSION_TABLE)
+    with context.begin_transaction():
+        context.run_migrations()
+else:
+    if config.config_file_name is not None:
+        fileConfig(config.config_file_name, disable_existing_loggers=False)
+    asyncio.run(_run_async())

@@ -1,0 +1,1 @@
+"""A small shop that uses sqlatasks: orders, e-mails, and a card charge that fails once."""

@@ -1,0 +1,30 @@
+"""Sessions: tests (the default), lint, demo, bench."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["tests"]
+nox.options.reuse_existing_virtualenvs = True
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The test suite against a real PostgreSQL (throwaway unless SQLATASKS_TEST_DATABASE_URL)."""
+    session.install("-e", ".[test]")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    session.install("-e", ".[lint]")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+    session.run("mypy", "--strict", "sqlatasks")
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """The main job, end to end (throwaway database unless SQLATASKS_DATABASE_URL)."""
+    session.install("-e", ".[embedded]")
+    session.run("python", "-m", "examples.demo", *session.posargs)

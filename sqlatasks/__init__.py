@@ -1,0 +1,37 @@
+"""Background tasks for async Python, with PostgreSQL as the queue and SQLAlchemy 2 as the way in.
+
+    @task
+    async def send_email(data: EmailInput) -> None: ...
+
+    async with Session() as session, session.begin():
+        session.add(Order(...))
+        session.add(enqueue(send_email, EmailInput(to="a@b.c", subject="hi")))
+
+Run the service with `python -m sqlatasks.runner --import myapp.tasks`.
+"""
+
+from sqlatasks.enqueue import enqueue, enqueue_many
+from sqlatasks.errors import (
+    ConfigurationError,
+    PayloadError,
+    SqlatasksError,
+    TaskDefinitionError,
+    TaskNameTaken,
+    TaskNotRegistered,
+)
+from sqlatasks.models import QueuedTask
+from sqlatasks.tasks import Task, task
+
+__all__ = [
+    "ConfigurationError",
+    "PayloadError",
+    "QueuedTask",
+    "SqlatasksError",
+    "Task",
+    "TaskDefinitionError",
+    "TaskNameTaken",
+    "TaskNotRegistered",
+    "enqueue",
+    "enqueue_many",
+    "task",
+]

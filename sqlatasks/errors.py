@@ -1,0 +1,59 @@
+"""Every error sqlatasks raises on purpose.
+
+    SqlatasksError
+    ├── TaskDefinitionError      @task was given something a worker could not run
+    ├── TaskNameTaken            a second task under a name that is already registered
+    ├── PayloadError             a payload of the wrong model, or one its model rejects
+    ├── TaskNotRegistered        a row names no task that this process may run
+    └── ConfigurationError       a setting is invalid, or the database cannot be reached
+
+Each exception carries its facts as attributes, and its message says what to do next.
+"""
+
+from __future__ import annotations
+
+
+class SqlatasksError(Exception):
+    """Something went wrong in sqlatasks."""
+
+
+class TaskDefinitionError(SqlatasksError, TypeError):
+    """The decorated function cannot be a task."""
+
+    def __init__(self, *, function: str, problem: str) -> None:
+        self.function = function
+        self.problem = problem
+        super().__init__(f"@task cannot register {function}: {problem}")
+
+
+class TaskNameTaken(SqlatasksError, ValueError):
+    """Two different functions were registered under one task name."""
+
+    def __init__(self, *, name: str) -> None:
+        self.name = name
+        super().__init__(
+            f"a task named {name!r} is already registered by another function; "
+            f"give one of them a distinct @task(name=...)"
+        )
+
+
+class PayloadError(SqlatasksError, ValueError):
+    """The payload does not fit the task's model."""
+
+    def __init__(self, *, task_name: str, problem: str) -> None:
+        self.task_name = task_name
+        self.problem = problem
+        super().__init__(f"invalid payload for task {task_name!r}: {problem}")
+
+
+class TaskNotRegistered(SqlatasksError, LookupError):
+    """The task name is unknown here, or lies outside the modules this process may import."""
+
+    def __init__(self, *, name: str, problem: str) -> None:
+        self.name = name
+        self.problem = problem
+        super().__init__(f"task {name!r} cannot run here: {problem}")
+
+
+class ConfigurationError(SqlatasksError, ValueError):
+    """A setting is invalid or the database cannot be reached."""

@@ -1,0 +1,63 @@
+"""The queue table's DDL, frozen per schema version and callable from any alembic revision.
+
+An application with its own alembic history adds one revision that calls `upgrade(version=1)`
+(and `downgrade(version=0)` on the way down); later schema versions will be added as new
+numbered modules, each applied in order. The applied version is recorded in the table's
+comment, so `upgrade()` skips what is already there.
+
+    from sqlatasks import migrations
+
+    def upgrade() -> None:
+        migrations.upgrade(version=1)
+
+    def downgrade() -> None:
+        migrations.downgrade(version=0)
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from alembic import op
+from sqlatasks.models import SCHEMA_COMMENT_PREFIX as COMMENT_PREFIX
+from sqlatasks.models import SCHEMA_VERSION as LATEST
+from sqlatasks.models import TABLE_NAME
+
+
+def upgrade(version: int = LATEST) -> None:
+    """Bring the queue table up to `version`, applying each missing step in order."""
+    _check(version)
+    for step in range(current_version() + 1, version + 1):
+        _module(step).up()
+        op.execute(f"COMMENT ON TABLE {TABLE_NAME} IS '{COMMENT_PREFIX}{step}'")
+
+
+def downgrade(version: int = 0) -> None:
+    """Take the queue table down to `version` (0 removes it), undoing each step in order."""
+    _check(version)
+    for step in range(current_version(), version, -1):
+        _module(step).down()
+        if step > 1:
+            op.execute(f"COMMENT ON TABLE {TABLE_NAME} IS '{COMMENT_PREFIX}{step - 1}'")
+
+
+def current_version() -> int:
+    """The schema version recorded on the table; 0 when there is no table."""
+    comment = (
+        op.get_bind()
+        .exec_driver_sql(f"SELECT obj_description(to_regclass('{TABLE_NAME}'), 'pg_class')")
+        .scalar()
+    )
+    if not comment:
+        return 0
+    return int(str(comment).removeprefix(COMMENT_PREFIX))
+
+
+def _check(version: int) -> None:
+    if not 0 <= version <= LATEST:
+        raise ValueError(f"sqlatasks schema versions run from 0 to {LATEST}, not {version}")
+
+
+def _module(step: int) -> ModuleType:
+    return importlib.import_module(f"sqlatasks.migrations.v{step}")

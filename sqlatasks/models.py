@@ -1,0 +1,97 @@
+"""The queue row, mapped for the ORM: what `enqueue()` returns and the caller `session.add()`s.
+
+The table itself is created by the versioned DDL in `sqlatasks.migrations`; a test checks that
+this mapping and `alembic upgrade head` agree.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Dialect,
+    Identity,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    Text,
+    Uuid,
+    func,
+)
+from sqlalchemy.dialects.postgresql import JSONB, TIMESTAMP
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+TABLE_NAME = "sqlatasks_tasks"
+CLAIM_INDEX_NAME = "sqlatasks_tasks_claim_idx"
+SCHEMA_VERSION = 1  # the migration version this mapping matches
+SCHEMA_COMMENT_PREFIX = "sqlatasks schema version "
+NOTIFY_CHANNEL = "sqlatasks"  # the v1 trigger notifies this channel on every insert
+
+
+class JsonText(TypeDecorator[str]):
+    """JSONB that travels as JSON text in both directions.
+
+    Payloads are serialised once by pydantic (`model_dump_json`) and validated once from text
+    (`model_validate_json`); the asyncpg adapter's JSONB codec already takes and returns text,
+    so skipping SQLAlchemy's own `json.dumps`/`json.loads` avoids a second encode and decode.
+    """
+
+    impl = JSONB
+    cache_ok = True
+
+    def bind_processor(self, dialect: Dialect) -> None:
+        return None
+
+    def result_processor(self, dialect: Dialect, coltype: object) -> None:
+        return None
+
+
+class Base(DeclarativeBase):
+    """sqlatasks' own metadata; separate from the application's so it never creates our table."""
+
+    metadata = MetaData()
+
+
+class QueuedTask(Base):
+    """One task that is due, scheduled, running, or parked as failed.
+
+    Finished tasks are deleted, so the table holds only live work and stays small.
+    """
+
+    __tablename__ = TABLE_NAME
+    __table_args__ = {"comment": f"{SCHEMA_COMMENT_PREFIX}{SCHEMA_VERSION}"}  # noqa: RUF012
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    task_name: Mapped[str] = mapped_column(Text)
+    payload: Mapped[str] = mapped_column(JsonText)
+    queue: Mapped[str] = mapped_column(Text, server_default="default")
+    priority: Mapped[int] = mapped_column(SmallInteger, server_default="0")
+    scheduled_at: Mapped[datetime] = mapped_column(
+        TIMESTAMP(timezone=True), server_default=func.now()
+    )
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    max_attempts: Mapped[int | None] = mapped_column(Integer)
+    locked_until: Mapped[datetime | None] = mapped_column(TIMESTAMP(timezone=True))
+    locked_by: Mapped[str | None] = mapped_column(Text)
+    lease_token: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    failed_at: Mapped[datetime | None] = mapped_column(TIMESTAMP(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(
+        TIMESTAMP(timezone=True), server_default=func.now()
+    )
+
+    def __repr__(self) -> str:
+        return f"<QueuedTask id={self.id} {self.task_name} queue={self.queue!r}>"
+
+
+Index(
+    CLAIM_INDEX_NAME,
+    QueuedTask.priority.desc(),
+    QueuedTask.scheduled_at,
+    QueuedTask.id,
+    postgresql_where=QueuedTask.failed_at.is_(None),
+)

@@ -1,0 +1,196 @@
+"""Every statement sqlatasks issues, one function each.
+
+Lease rules that every write here follows: a claim writes a fresh `lease_token`, and every
+later write about a claimed task (ack, fail, release) names that token, so a late write from a
+worker that lost its lease changes nothing. All times are the database's `now()`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.sql.elements import ColumnElement
+
+from sqlatasks.models import TABLE_NAME
+
+COPY_COLUMNS = ("task_name", "queue", "priority", "max_attempts", "payload")
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedTask:
+    """A row this worker holds under `lease_token` until its lease runs out."""
+
+    id: int
+    task_name: str
+    payload: str
+    attempts: int
+    """Attempts including this one."""
+    max_attempts: int | None
+    lease_token: uuid.UUID
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    id: int
+    lease_token: uuid.UUID
+    error: str
+    retry_in: float | None
+    """Seconds until due again; None parks the task as failed."""
+
+
+def database_now_plus(seconds: float) -> ColumnElement[datetime]:
+    """`now() + seconds`, evaluated by the database when the row is inserted."""
+    return func.now() + timedelta(seconds=seconds)
+
+
+async def task_copy(
+    session: AsyncSession,
+    records: Callable[[datetime | None], AsyncIterator[tuple[Any, ...]]],
+    *,
+    delay_seconds: float | None,
+    run_at: datetime | None,
+) -> None:
+    """COPY rows (COPY_COLUMNS, then scheduled_at if delayed) in the session's transaction."""
+    conn = await session.connection()
+    # Run a statement first: the asyncpg adapter sends BEGIN lazily, and a COPY issued on the
+    # raw connection before it would run outside the caller's transaction and survive rollback.
+    now = (await conn.execute(text("SELECT now()"))).scalar_one()
+    scheduled_at = run_at
+    if delay_seconds is not None:
+        scheduled_at = now + timedelta(seconds=delay_seconds)
+    columns = COPY_COLUMNS if scheduled_at is None else (*COPY_COLUMNS, "scheduled_at")
+    raw = await conn.get_raw_connection()
+    await raw.driver_connection.copy_records_to_table(  # type: ignore[union-attr]
+        TABLE_NAME, records=records(scheduled_at), columns=columns
+    )
+
+
+_CLAIM = text(f"""
+WITH due AS MATERIALIZED (
+    -- MATERIALIZED: run the locking SELECT once; inlined, the planner may re-run it per
+    -- joined row and lock more rows than LIMIT.
+    SELECT id FROM {TABLE_NAME}
+    WHERE failed_at IS NULL                     -- the claim index is partial on this
+      AND scheduled_at <= now()
+      AND (locked_until IS NULL OR locked_until < now())   -- free, or its lease expired
+      AND (cardinality(CAST(:queues AS text[])) = 0 OR queue = ANY(CAST(:queues AS text[])))
+    ORDER BY priority DESC, scheduled_at, id    -- the claim index order: no sort
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED                      -- concurrent claimers take disjoint rows
+)
+UPDATE {TABLE_NAME} AS t
+SET attempts = t.attempts + 1,
+    locked_until = now() + make_interval(secs => :lease),
+    locked_by = :worker,
+    lease_token = :token
+FROM due
+WHERE t.id = due.id
+RETURNING t.id, t.task_name, t.payload, t.attempts, t.max_attempts
+""")
+
+
+async def task_claim(
+    conn: AsyncConnection,
+    *,
+    queues: Sequence[str],
+    limit: int,
+    lease_seconds: float,
+    worker_id: str,
+) -> list[ClaimedTask]:
+    """Lease up to `limit` due tasks in one statement, oldest first within each priority."""
+    token = uuid.uuid4()
+    result = await conn.execute(
+        _CLAIM,
+        {
+            "queues": list(queues),
+            "limit": limit,
+            "lease": lease_seconds,
+            "worker": worker_id,
+            "token": token,
+        },
+    )
+    return [
+        ClaimedTask(
+            id=row.id,
+            task_name=row.task_name,
+            payload=row.payload,
+            attempts=row.attempts,
+            max_attempts=row.max_attempts,
+            lease_token=token,
+        )
+        for row in result
+    ]
+
+
+_ACK = text(f"""
+DELETE FROM {TABLE_NAME} AS t
+USING unnest(CAST(:ids AS bigint[]), CAST(:tokens AS uuid[])) AS done(id, token)
+WHERE t.id = done.id AND t.lease_token = done.token
+""")
+
+
+async def task_ack(conn: AsyncConnection, done: Sequence[tuple[int, uuid.UUID]]) -> int:
+    """Delete finished tasks still held under the given leases; returns rows deleted."""
+    result = await conn.execute(_ACK, {"ids": [i for i, _ in done], "tokens": [t for _, t in done]})
+    return result.rowcount
+
+
+_FAIL = text(f"""
+UPDATE {TABLE_NAME} AS t
+SET locked_until = NULL,
+    locked_by = NULL,
+    lease_token = NULL,
+    last_error = failed.error,
+    -- a NULL delay parks the task: kept for inspection, never claimed again by itself
+    failed_at = CASE WHEN failed.delay IS NULL THEN now() END,
+    scheduled_at = now() + make_interval(secs => coalesce(failed.delay, 0))
+FROM unnest(CAST(:ids AS bigint[]), CAST(:tokens AS uuid[]),
+            CAST(:errors AS text[]), CAST(:delays AS float8[]))
+     AS failed(id, token, error, delay)
+WHERE t.id = failed.id AND t.lease_token = failed.token
+""")
+
+
+async def task_fail(conn: AsyncConnection, failures: Sequence[Failure]) -> int:
+    """Record failed attempts: due again after their delay, or parked; returns rows changed."""
+    result = await conn.execute(
+        _FAIL,
+        {
+            "ids": [f.id for f in failures],
+            "tokens": [f.lease_token for f in failures],
+            "errors": [f.error for f in failures],
+            "delays": [f.retry_in for f in failures],
+        },
+    )
+    return result.rowcount
+
+
+_RELEASE = text(f"""
+UPDATE {TABLE_NAME} AS t
+SET locked_until = NULL,
+    locked_by = NULL,
+    lease_token = NULL,
+    attempts = t.attempts - 1      -- an interrupted attempt is not a failure
+FROM unnest(CAST(:ids AS bigint[]), CAST(:tokens AS uuid[])) AS held(id, token)
+WHERE t.id = held.id AND t.lease_token = held.token
+""")
+
+
+async def task_release(conn: AsyncConnection, held: Sequence[tuple[int, uuid.UUID]]) -> int:
+    """Give back leased tasks unrun, due at once and with the attempt uncounted."""
+    result = await conn.execute(
+        _RELEASE, {"ids": [i for i, _ in held], "tokens": [t for _, t in held]}
+    )
+    return result.rowcount
+
+
+async def database_check(conn: AsyncConnection) -> bool:
+    """Whether the queue table exists (the database answered if this returns at all)."""
+    found = await conn.execute(text("SELECT to_regclass(:name) IS NOT NULL"), {"name": TABLE_NAME})
+    return bool(found.scalar_one())

@@ -1,0 +1,138 @@
+"""The runner's configuration: one frozen, validated object, read once at the edge.
+
+Every field is a flag `--x-y`, an environment variable `SQLATASKS_X_Y` and a setting `x_y`; a
+flag beats the environment, which beats the default. The two repeatable flags are singular
+(`--import`, `--queue`); their environment variables and settings are plural (`SQLATASKS_IMPORTS`,
+`imports`), comma-separated in the environment.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import pydantic
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from sqlatasks import errors
+
+STARTUP_GRACE = 30.0
+"""Seconds a new worker may take to import its modules before its heartbeat is judged."""
+
+
+def database_url(value: str) -> str:
+    """A SQLAlchemy URL for asyncpg; plain `postgresql://` is mapped to `postgresql+asyncpg://`."""
+    try:
+        url = make_url(value)
+    except ArgumentError as exc:
+        raise ValueError(f"not a database URL: {value!r}") from exc
+    if url.drivername in {"postgresql", "postgres"}:
+        url = url.set(drivername="postgresql+asyncpg")
+    if url.drivername != "postgresql+asyncpg":
+        raise ValueError(
+            f"sqlatasks needs PostgreSQL through asyncpg (postgresql+asyncpg://…), "
+            f"not {url.drivername!r}"
+        )
+    return url.render_as_string(hide_password=False)
+
+
+class Settings(BaseSettings):
+    """Everything a runner needs to know, validated once."""
+
+    model_config = SettingsConfigDict(env_prefix="SQLATASKS_", frozen=True, extra="forbid")
+
+    database_url: str = Field(
+        description="SQLAlchemy URL of the queue's database (postgresql+asyncpg://…; "
+        "postgresql:// is accepted)",
+    )
+    workers: int = Field(2, ge=1, le=512, description="worker processes per runner")
+    concurrency: int = Field(10, ge=1, le=10_000, description="tasks run at once per worker")
+    task_timeout: float = Field(
+        300.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="seconds an attempt may run, unless its @task sets timeout",
+    )
+    retry_delay: float = Field(
+        10.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="seconds before a failed task is due again, unless its @task sets one",
+    )
+    check_interval: float = Field(
+        5.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="seconds between the supervisor's checks of worker life and heartbeat",
+    )
+    idle_sleep: float = Field(
+        2.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="seconds an idle worker waits before polling, when no NOTIFY wakes it",
+    )
+    imports: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="modules whose tasks this runner may run (repeatable)"
+    )
+    queues: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="queues to serve (repeatable); all queues when none is given"
+    )
+    burst: bool = Field(False, description="exit once no task is due and none is running")
+    shutdown_timeout: float = Field(
+        30.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="seconds running tasks get to finish after SIGTERM/SIGINT",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="DEBUG, INFO, WARNING or ERROR"
+    )
+    notify: bool = Field(True, description="wake idle workers by LISTEN/NOTIFY")
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        return database_url(value)
+
+    @field_validator("imports", "queues", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @property
+    def heartbeat_timeout(self) -> float:
+        """Seconds without a heartbeat after which the supervisor kills a worker as hung."""
+        return 2 * self.check_interval
+
+    def lease_seconds(self, longest_timeout: float) -> float:
+        """How long a claim holds a task: past the longest timeout plus the time the
+        supervisor needs to see a hung worker and kill it, so no one else takes over a task
+        while a live worker may still be running it."""
+        return longest_timeout + self.heartbeat_timeout + 2 * self.check_interval + 5.0
+
+    @classmethod
+    def load(cls, **overrides: Any) -> Settings:
+        """Settings from `overrides` (flags), then SQLATASKS_* variables, then defaults.
+
+        An invalid value is ConfigurationError with one line naming the setting.
+        """
+        given = {key: value for key, value in overrides.items() if value is not None}
+        try:
+            return cls(**given)
+        except pydantic.ValidationError as exc:
+            first = exc.errors()[0]
+            field = str(first["loc"][0]) if first["loc"] else "settings"
+            flag = {"imports": "import", "queues": "queue"}.get(field, field)
+            raise errors.ConfigurationError(
+                f"invalid --{flag.replace('_', '-')} (SQLATASKS_{field.upper()}): "
+                f"{first['msg']}" + (f", got {first['input']!r}" if "input" in first else "")
+            ) from None

@@ -1,0 +1,205 @@
+"""`@task`: an `async def` taking one pydantic model becomes a `Task`, registered by name.
+
+A task's name is `module:qualname` unless `@task(name=...)` says otherwise. The name is what
+the queue row stores, so it is the contract between producers and workers: renaming a function
+while keeping `name=` keeps old rows runnable.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import typing
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar, overload
+
+import pydantic
+import pydantic_core
+
+from sqlatasks import errors, registry
+
+PayloadT = TypeVar("PayloadT", bound=pydantic.BaseModel)
+TaskFunction = Callable[[PayloadT], Awaitable[Any]]
+
+PRIORITY_RANGE = range(-32768, 32768)  # the column is a smallint
+DEFAULT_QUEUE = "default"
+
+
+@dataclass(frozen=True, eq=False)
+class Task(Generic[PayloadT]):
+    """A registered task: the function, its payload model, and its defaults.
+
+    Calling it runs the function directly, in-process, with no queue involved.
+    """
+
+    function: TaskFunction[PayloadT]
+    name: str
+    model: type[PayloadT]
+    queue: str = DEFAULT_QUEUE
+    priority: int = 0
+    timeout: float | None = None
+    """Seconds one attempt may run; None means the runner's --task-timeout."""
+    retry_delay: float | None = None
+    """Seconds before a failed attempt is due again; None means the runner's --retry-delay."""
+    max_attempts: int | None = None
+    """Attempts before the task is parked as failed; None means unlimited."""
+
+    async def __call__(self, payload: PayloadT) -> Any:
+        return await self.function(payload)
+
+    def dump(self, payload: PayloadT | Mapping[str, Any]) -> str:
+        """The payload as JSON text, or PayloadError if it is not a valid `self.model`."""
+        try:
+            if isinstance(payload, self.model):
+                return payload.model_dump_json()
+            if isinstance(payload, pydantic.BaseModel):
+                raise errors.PayloadError(
+                    task_name=self.name,
+                    problem=f"expected {self.model.__name__}, got {type(payload).__name__}",
+                )
+            if isinstance(payload, Mapping):
+                return self.model.model_validate(payload).model_dump_json()
+        except (pydantic.ValidationError, pydantic_core.PydanticSerializationError) as exc:
+            raise errors.PayloadError(task_name=self.name, problem=str(exc)) from exc
+        raise errors.PayloadError(
+            task_name=self.name,
+            problem=f"expected {self.model.__name__} or a mapping, got {type(payload).__name__}",
+        )
+
+    def load(self, text: str) -> PayloadT:
+        """The payload model validated from JSON text, or PayloadError."""
+        try:
+            return self.model.model_validate_json(text)
+        except pydantic.ValidationError as exc:
+            raise errors.PayloadError(task_name=self.name, problem=str(exc)) from exc
+
+
+@overload
+def task(function: TaskFunction[PayloadT], /) -> Task[PayloadT]: ...
+
+
+@overload
+def task(
+    *,
+    name: str | None = None,
+    queue: str = DEFAULT_QUEUE,
+    priority: int = 0,
+    timeout: float | None = None,
+    retry_delay: float | None = None,
+    max_attempts: int | None = None,
+) -> Callable[[TaskFunction[PayloadT]], Task[PayloadT]]: ...
+
+
+def task(
+    function: TaskFunction[Any] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    queue: str = DEFAULT_QUEUE,
+    priority: int = 0,
+    timeout: float | None = None,
+    retry_delay: float | None = None,
+    max_attempts: int | None = None,
+) -> Task[Any] | Callable[[TaskFunction[Any]], Task[Any]]:
+    """Register an `async def f(payload: SomeModel)` as a task; usable as `@task` or `@task(...)`.
+
+    Every problem a worker would meet later (a sync function, a payload that is not a pydantic
+    model, a function workers cannot import, a name already taken) is raised here, at import.
+    """
+
+    def decorate(fn: TaskFunction[Any]) -> Task[Any]:
+        label = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
+        _check_options(label, queue, priority, timeout, retry_delay, max_attempts)
+        model = _payload_model(label, fn)
+        built = Task(
+            function=fn,
+            name=name if name is not None else _default_name(label, fn),
+            model=model,
+            queue=queue,
+            priority=priority,
+            timeout=timeout,
+            retry_delay=retry_delay,
+            max_attempts=max_attempts,
+        )
+        registry.add(built)
+        return built
+
+    if function is not None:
+        return decorate(function)
+    return decorate
+
+
+def _default_name(label: str, fn: TaskFunction[Any]) -> str:
+    module, qualname = fn.__module__, fn.__qualname__
+    if module in {"__main__", "__mp_main__"}:
+        raise errors.TaskDefinitionError(
+            function=label,
+            problem="it is defined in __main__, which workers cannot import; "
+            "move it into an importable module (or pass name= and import that module)",
+        )
+    if "<locals>" in qualname:
+        raise errors.TaskDefinitionError(
+            function=label,
+            problem="it is defined inside another function; define tasks at module level",
+        )
+    return f"{module}:{qualname}"
+
+
+def _payload_model(label: str, fn: TaskFunction[Any]) -> type[pydantic.BaseModel]:
+    if not inspect.iscoroutinefunction(fn):
+        raise errors.TaskDefinitionError(function=label, problem="a task must be an `async def`")
+    parameters = list(inspect.signature(fn).parameters.values())
+    positional = [
+        p
+        for p in parameters
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
+    ]
+    required_other = [p for p in parameters if p.default is p.empty and p not in positional[:1]]
+    if not positional or required_other:
+        raise errors.TaskDefinitionError(
+            function=label,
+            problem="a task takes exactly one required argument, its pydantic payload "
+            f"(found {[p.name for p in parameters]})",
+        )
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception as exc:
+        raise errors.TaskDefinitionError(
+            function=label, problem=f"its annotations cannot be resolved ({exc})"
+        ) from exc
+    model = hints.get(positional[0].name)
+    if model is None:
+        raise errors.TaskDefinitionError(
+            function=label,
+            problem=f"annotate {positional[0].name!r} with the pydantic model of the payload",
+        )
+    if not (isinstance(model, type) and issubclass(model, pydantic.BaseModel)):
+        raise errors.TaskDefinitionError(
+            function=label,
+            problem=f"the payload annotation must be a pydantic BaseModel subclass, not {model!r}",
+        )
+    return model
+
+
+def _check_options(
+    label: str,
+    queue: str,
+    priority: int,
+    timeout: float | None,
+    retry_delay: float | None,
+    max_attempts: int | None,
+) -> None:
+    problem = None
+    if not queue:
+        problem = "queue must be a non-empty string"
+    elif priority not in PRIORITY_RANGE:
+        problem = f"priority must be an integer in [{PRIORITY_RANGE.start}, 32767]"
+    elif timeout is not None and not (timeout > 0 and math.isfinite(timeout)):
+        problem = "timeout must be a positive number of seconds"
+    elif retry_delay is not None and not (retry_delay >= 0 and math.isfinite(retry_delay)):
+        problem = "retry_delay must be zero or a positive number of seconds"
+    elif max_attempts is not None and max_attempts < 1:
+        problem = "max_attempts must be at least 1 (or None for unlimited)"
+    if problem:
+        raise errors.TaskDefinitionError(function=label, problem=problem)

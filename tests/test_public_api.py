@@ -1,0 +1,27 @@
+import sqlatasks
+
+
+def test_all_is_the_public_api_sorted() -> None:
+    assert sqlatasks.__all__ == [
+        "ConfigurationError",
+        "PayloadError",
+        "QueuedTask",
+        "SqlatasksError",
+        "Task",
+        "TaskDefinitionError",
+        "TaskNameTaken",
+        "TaskNotRegistered",
+        "enqueue",
+        "enqueue_many",
+        "task",
+    ]
+    assert sqlatasks.__all__ == sorted(sqlatasks.__all__)
+    for name in sqlatasks.__all__:
+        assert getattr(sqlatasks, name) is not None
+
+
+def test_every_error_derives_from_the_root() -> None:
+    for name in sqlatasks.__all__:
+        obj = getattr(sqlatasks, name)
+        if isinstance(obj, type) and issubclass(obj, Exception):
+            assert issubclass(obj, sqlatasks.SqlatasksError)
