@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -25,6 +26,8 @@ def throwaway_postgres() -> Iterator[str]:
             "pip install 'sqlatasks[embedded]', or give a database URL"
         ) from None
     folder = tempfile.mkdtemp(prefix="sqlatasks-pg-")
+    # pgserver warns when XDG_RUNTIME_DIR is unset (CI, root shells); it falls back to /tmp.
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
     try:
         server = pgserver.get_server(folder, cleanup_mode="delete")  # type: ignore[attr-defined]
         try:

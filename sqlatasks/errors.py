@@ -57,3 +57,9 @@ class TaskNotRegistered(SqlatasksError, LookupError):
 
 class ConfigurationError(SqlatasksError, ValueError):
     """A setting is invalid or the database cannot be reached."""
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one log line: the driver's message, without SQLAlchemy's SQL echo."""
+    lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -32,21 +33,18 @@ SCHEMA_COMMENT_PREFIX = "sqlatasks schema version "
 NOTIFY_CHANNEL = "sqlatasks"  # the v1 trigger notifies this channel on every insert
 
 
-class JsonText(TypeDecorator[str]):
-    """JSONB that travels as JSON text in both directions.
+class JsonText(TypeDecorator[Any]):
+    """JSONB written from JSON text as is.
 
-    Payloads are serialised once by pydantic (`model_dump_json`) and validated once from text
-    (`model_validate_json`); the asyncpg adapter's JSONB codec already takes and returns text,
-    so skipping SQLAlchemy's own `json.dumps`/`json.loads` avoids a second encode and decode.
+    Payloads are serialised once, by pydantic (`model_dump_json`); the asyncpg adapter's JSONB
+    codec takes text, so skipping SQLAlchemy's own `json.dumps` avoids a second encoding.
+    Reading gives what the adapter's codec gives: the decoded JSON value.
     """
 
     impl = JSONB
     cache_ok = True
 
     def bind_processor(self, dialect: Dialect) -> None:
-        return None
-
-    def result_processor(self, dialect: Dialect, coltype: object) -> None:
         return None
 
 
@@ -67,7 +65,7 @@ class QueuedTask(Base):
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
     task_name: Mapped[str] = mapped_column(Text)
-    payload: Mapped[str] = mapped_column(JsonText)
+    payload: Mapped[Any] = mapped_column(JsonText)
     queue: Mapped[str] = mapped_column(Text, server_default="default")
     priority: Mapped[int] = mapped_column(SmallInteger, server_default="0")
     scheduled_at: Mapped[datetime] = mapped_column(

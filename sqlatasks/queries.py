@@ -91,7 +91,8 @@ SET attempts = t.attempts + 1,
     lease_token = :token
 FROM due
 WHERE t.id = due.id
-RETURNING t.id, t.task_name, t.payload, t.attempts, t.max_attempts
+-- payload as text: pydantic parses and validates it in one pass, no json.loads first
+RETURNING t.id, t.task_name, t.payload::text AS payload, t.attempts, t.max_attempts
 """)
 
 
@@ -187,6 +188,25 @@ async def task_release(conn: AsyncConnection, held: Sequence[tuple[int, uuid.UUI
     result = await conn.execute(
         _RELEASE, {"ids": [i for i, _ in held], "tokens": [t for _, t in held]}
     )
+    return result.rowcount
+
+
+_RESCUE = text(f"""
+UPDATE {TABLE_NAME}
+SET locked_until = NULL,
+    locked_by = NULL,
+    lease_token = NULL,
+    last_error = :error,
+    -- the attempt counts: a task that kills its worker must not spin, and parks at its limit
+    failed_at = CASE WHEN attempts >= max_attempts THEN now() END,
+    scheduled_at = now() + make_interval(secs => :delay)
+WHERE locked_by = :worker
+""")
+
+
+async def task_rescue(conn: AsyncConnection, *, worker_id: str, delay: float, error: str) -> int:
+    """Fail every task leased by a worker known to be dead, without waiting for its leases."""
+    result = await conn.execute(_RESCUE, {"worker": worker_id, "delay": delay, "error": error})
     return result.rowcount
 
 

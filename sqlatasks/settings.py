@@ -132,7 +132,9 @@ class Settings(BaseSettings):
             first = exc.errors()[0]
             field = str(first["loc"][0]) if first["loc"] else "settings"
             flag = {"imports": "import", "queues": "queue"}.get(field, field)
+            names = f"--{flag.replace('_', '-')} (SQLATASKS_{field.upper()})"
+            if first["type"] == "missing":
+                raise errors.ConfigurationError(f"{names} is required") from None
             raise errors.ConfigurationError(
-                f"invalid --{flag.replace('_', '-')} (SQLATASKS_{field.upper()}): "
-                f"{first['msg']}" + (f", got {first['input']!r}" if "input" in first else "")
+                f"invalid {names}: {first['msg']}, got {first['input']!r}"
             ) from None

@@ -1,0 +1,113 @@
+"""Writing outcomes: the only place a worker changes a claimed task's row.
+
+Outcomes queue up while a write is in flight and go out together in the next one: one
+transaction with at most one DELETE (acks), one UPDATE (failures) and one UPDATE (releases),
+each naming the lease tokens. A write that fails (connection lost, server restarting) is
+retried with backoff; it is idempotent, since a row already written no longer matches its token.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from sqlatasks import errors, queries
+from sqlatasks.execution import Completed, Failed, Outcome, Released
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 1000
+RETRY_MAX = 5.0
+"""Longest wait between attempts to write a batch, in seconds."""
+
+
+class Completer:
+    """Buffers outcomes and writes them in batches until closed and drained."""
+
+    def __init__(self, engine: AsyncEngine, *, give_up_after_close: float) -> None:
+        self._engine = engine
+        self._give_up_after_close = give_up_after_close
+        self._send: MemoryObjectSendStream[Outcome]
+        self._receive: MemoryObjectReceiveStream[Outcome]
+        self._send, self._receive = anyio.create_memory_object_stream[Outcome](math.inf)
+        self._closed_at: float | None = None
+
+    def submit(self, outcome: Outcome) -> None:
+        self._send.send_nowait(outcome)
+
+    def close(self) -> None:
+        """No more outcomes: `run` writes what is buffered, then returns."""
+        self._closed_at = anyio.current_time()
+        self._send.close()
+
+    async def run(self) -> None:
+        async with self._receive:
+            async for first in self._receive:
+                batch = [first]
+                while len(batch) < MAX_BATCH:
+                    try:
+                        batch.append(self._receive.receive_nowait())
+                    except (anyio.WouldBlock, anyio.EndOfStream):
+                        break
+                # Shielded: a batch that is being written is finished even when cancelled.
+                with anyio.CancelScope(shield=True):
+                    await self._write(batch)
+
+    async def _write(self, batch: list[Outcome]) -> None:
+        delay = 0.1
+        while True:
+            try:
+                await self._write_once(batch)
+                return
+            except (SQLAlchemyError, OSError) as exc:
+                if self._past_deadline():
+                    log.error(
+                        "gave up writing %d outcomes at shutdown (%s); their leases will "
+                        "expire and the tasks will run again",
+                        len(batch),
+                        errors.one_line(exc),
+                    )
+                    return
+                log.warning(
+                    "writing %d outcomes failed (%s); retrying in %.1f s",
+                    len(batch),
+                    errors.one_line(exc),
+                    delay,
+                )
+                await anyio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX)
+
+    async def _write_once(self, batch: list[Outcome]) -> None:
+        acks = [(o.task.id, o.task.lease_token) for o in batch if isinstance(o, Completed)]
+        failures = [
+            queries.Failure(o.task.id, o.task.lease_token, o.error, o.retry_in)
+            for o in batch
+            if isinstance(o, Failed)
+        ]
+        releases = [(o.task.id, o.task.lease_token) for o in batch if isinstance(o, Released)]
+        written = 0
+        async with self._engine.begin() as conn:
+            if acks:
+                written += await queries.task_ack(conn, acks)
+            if failures:
+                written += await queries.task_fail(conn, failures)
+            if releases:
+                written += await queries.task_release(conn, releases)
+        if written < len(batch):
+            log.warning(
+                "%d of %d outcomes matched no lease (their leases had expired and passed on); "
+                "nothing was written for them",
+                len(batch) - written,
+                len(batch),
+            )
+
+    def _past_deadline(self) -> bool:
+        return (
+            self._closed_at is not None
+            and anyio.current_time() - self._closed_at > self._give_up_after_close
+        )

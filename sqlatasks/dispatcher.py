@@ -1,0 +1,155 @@
+"""The claim loop: claim no more than free slots, start each execution, wait for a wake-up.
+
+A claim is one statement. Nothing due → wait for a NOTIFY, a freed slot or the idle sleep,
+whichever comes first. On stop: claim nothing more, give running tasks the shutdown timeout,
+then cancel what is left and hand it back as Released.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import anyio
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from sqlatasks import errors, execution, queries
+from sqlatasks.completer import Completer
+from sqlatasks.execution import Failed, Limits, Released
+
+log = logging.getLogger(__name__)
+
+CLAIM_RETRY_MAX = 30.0
+
+
+class Wakeup:
+    """A level-triggered nudge: `set()` any number of times, `wait()` consumes it."""
+
+    def __init__(self) -> None:
+        self._event = anyio.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    async def wait(self, seconds: float) -> None:
+        with anyio.move_on_after(seconds):
+            await self._event.wait()
+        self._event = anyio.Event()
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimPolicy:
+    worker_id: str
+    concurrency: int
+    queues: Sequence[str]
+    lease_seconds: float
+    idle_sleep: float
+    shutdown_timeout: float
+    burst: bool
+
+
+class Dispatcher:
+    """Keeps up to `concurrency` tasks running in this worker."""
+
+    def __init__(
+        self, engine: AsyncEngine, completer: Completer, policy: ClaimPolicy, limits: Limits
+    ) -> None:
+        self._engine = engine
+        self._completer = completer
+        self._policy = policy
+        self._limits = limits
+        self._running: dict[int, queries.ClaimedTask] = {}
+        self._wakeup = Wakeup()
+        self._stopping = False
+        self._executions: anyio.CancelScope | None = None
+
+    def wake(self) -> None:
+        self._wakeup.set()
+
+    def stop(self, *, now: bool = False) -> None:
+        """Claim nothing more; with `now`, also interrupt running tasks at once."""
+        self._stopping = True
+        self._wakeup.set()
+        if now and self._executions is not None:
+            self._executions.cancel()
+
+    async def run(self) -> None:
+        """Claim and run until stopped (or, in burst mode, until nothing is due or running)."""
+        async with anyio.create_task_group() as executions:
+            self._executions = executions.cancel_scope
+            await self._claim_loop(executions)
+            with anyio.move_on_after(self._policy.shutdown_timeout):
+                while self._running:
+                    await self._wakeup.wait(math.inf)
+            executions.cancel_scope.cancel()
+        for claimed in self._running.values():
+            self._completer.submit(Released(claimed))
+        if self._running:
+            log.warning("released %d unfinished tasks at shutdown", len(self._running))
+        self._running.clear()
+
+    async def _claim_loop(self, executions: anyio.abc.TaskGroup) -> None:
+        delay = 0.5
+        while not self._stopping:
+            free = self._policy.concurrency - len(self._running)
+            if free == 0:
+                await self._wakeup.wait(math.inf)
+                continue
+            try:
+                claimed = await self._claim(free)
+                delay = 0.5
+            except (SQLAlchemyError, OSError) as exc:
+                log.warning("claim failed (%s); retrying in %.1f s", errors.one_line(exc), delay)
+                await self._wakeup.wait(delay)
+                delay = min(delay * 2, CLAIM_RETRY_MAX)
+                continue
+            for task in claimed:
+                self._running[task.id] = task
+                executions.start_soon(self._execute, task, name=f"task {task.id}")
+            if len(claimed) == free:
+                continue  # there may be more due: claim again once slots free up
+            if self._policy.burst and not claimed and not self._running:
+                return
+            await self._wakeup.wait(self._policy.idle_sleep)
+
+    async def _claim(self, limit: int) -> list[queries.ClaimedTask]:
+        # A claim is never cancelled half-way: its rows would stay leased to no one.
+        with anyio.CancelScope(shield=True):
+            async with self._engine.connect() as conn:
+                claimed = await queries.task_claim(
+                    conn,
+                    queues=self._policy.queues,
+                    limit=limit,
+                    lease_seconds=self._policy.lease_seconds,
+                    worker_id=self._policy.worker_id,
+                )
+                await conn.commit()
+        return claimed
+
+    async def _execute(self, claimed: queries.ClaimedTask) -> None:
+        outcome = await execution.execute(claimed, self._limits)
+        del self._running[claimed.id]
+        self._completer.submit(outcome)
+        if isinstance(outcome, Failed):
+            first_line = outcome.error.partition("\n")[0]
+            if outcome.retry_in is None:
+                log.error(
+                    "task %d %s attempt %d failed and is parked: %s",
+                    claimed.id,
+                    claimed.task_name,
+                    claimed.attempts,
+                    first_line,
+                )
+            else:
+                log.warning(
+                    "task %d %s attempt %d failed: %s; due again in %g s",
+                    claimed.id,
+                    claimed.task_name,
+                    claimed.attempts,
+                    first_line,
+                    outcome.retry_in,
+                )
+        self._wakeup.set()

@@ -1,0 +1,99 @@
+"""Running one claimed task, to an Outcome value. Never touches the database.
+
+The steps: find the task (only registered code, imported only from allowed packages), validate
+its payload, run it under its time limit, and say what happened. The completer writes it.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import anyio
+
+from sqlatasks import errors, registry
+from sqlatasks.queries import ClaimedTask
+
+ERROR_TAIL = 4000
+"""Characters of a failure's traceback kept in `last_error` (its end: where it was raised)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Completed:
+    """The task returned: delete its row."""
+
+    task: ClaimedTask
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """The attempt failed: due again in `retry_in` seconds, or parked when that is None."""
+
+    task: ClaimedTask
+    error: str
+    retry_in: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Released:
+    """The attempt was interrupted by shutdown: give the task back, the attempt uncounted."""
+
+    task: ClaimedTask
+
+
+Outcome = Completed | Failed | Released
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What applies when a task does not say otherwise."""
+
+    task_timeout: float
+    retry_delay: float
+    timeout_cap: float
+    """No attempt runs longer than this: the lease was sized for it."""
+    allowed_imports: Sequence[str]
+
+
+async def execute(claimed: ClaimedTask, limits: Limits) -> Outcome:
+    """Run `claimed` and return its outcome; only shutdown's cancellation escapes."""
+    if claimed.max_attempts is not None and claimed.attempts > claimed.max_attempts:
+        # Claimed again after a lease ran out (its worker died mid-attempt): never run past
+        # the limit.
+        return Failed(claimed, error="WorkerLost: its last attempt never finished", retry_in=None)
+    try:
+        task = registry.resolve(claimed.task_name, limits.allowed_imports)
+        payload = task.load(claimed.payload)
+    except (errors.TaskNotRegistered, errors.PayloadError) as exc:
+        # Running it again would fail the same way: park it for a person to look at.
+        return Failed(claimed, error=f"{type(exc).__name__}: {exc}", retry_in=None)
+
+    timeout = min(task.timeout or limits.task_timeout, limits.timeout_cap)
+    raised: BaseException | None = None
+    with anyio.CancelScope(deadline=anyio.current_time() + timeout) as deadline:
+        try:
+            await task.function(payload)
+        except Exception as exc:
+            raised = exc
+
+    retry_delay = limits.retry_delay if task.retry_delay is None else task.retry_delay
+    # cancel_called, not cancelled_caught: a task that swallowed its cancellation and
+    # returned still ran past its limit, and counts as a failure.
+    if deadline.cancel_called:
+        return _failure(claimed, f"TimeoutError: exceeded its {timeout:g} s limit", retry_delay)
+    if raised is not None:
+        return _failure(claimed, describe(raised), retry_delay)
+    return Completed(claimed)
+
+
+def describe(exc: BaseException) -> str:
+    """Exception type, message and the tail of its traceback, for `last_error` and the log."""
+    head = f"{type(exc).__name__}: {exc}"
+    trace = "".join(traceback.format_exception(exc))
+    return f"{head}\n{trace[-ERROR_TAIL:]}"
+
+
+def _failure(claimed: ClaimedTask, error: str, retry_delay: float) -> Failed:
+    exhausted = claimed.max_attempts is not None and claimed.attempts >= claimed.max_attempts
+    return Failed(claimed, error=error, retry_in=None if exhausted else retry_delay)

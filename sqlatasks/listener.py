@@ -1,0 +1,71 @@
+"""LISTEN/NOTIFY wake-ups: the only driver-specific module.
+
+Holds one asyncpg connection that LISTENs on the channel the insert trigger notifies, and calls
+`wake()` for every notification. A lost connection is reconnected with backoff; while it is
+down, workers still poll every idle sleep, so tasks keep moving, only with more latency.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import asyncpg
+from sqlalchemy.engine import make_url
+
+log = logging.getLogger(__name__)
+
+KEEPALIVE = 30.0
+"""Seconds between checks that a quiet LISTEN connection is still alive."""
+RETRY_MAX = 30.0
+
+
+def asyncpg_dsn(database_url: str) -> str:
+    """The asyncpg DSN for a `postgresql+asyncpg://` SQLAlchemy URL."""
+    return make_url(database_url).set(drivername="postgresql").render_as_string(False)
+
+
+async def listen(database_url: str, channel: str, wake: Callable[[], None]) -> None:
+    """Call `wake` on every NOTIFY to `channel`, for ever, reconnecting when the link drops."""
+    delay = 0.5
+    while True:
+        try:
+            await _listen_once(asyncpg_dsn(database_url), channel, wake)
+            delay = 0.5
+            log.warning("LISTEN connection lost; reconnecting (polling meanwhile)")
+            await anyio.sleep(delay)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning(
+                "LISTEN connection failed (%s: %s); retrying in %.1f s, polling meanwhile",
+                type(exc).__name__,
+                exc,
+                delay,
+            )
+            await anyio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX)
+
+
+async def _listen_once(dsn: str, channel: str, wake: Callable[[], None]) -> None:
+    """Listen until the connection is lost."""
+    conn = await asyncpg.connect(dsn)
+    lost = anyio.Event()
+
+    def on_notify(*_: Any) -> None:
+        wake()
+
+    conn.add_termination_listener(lambda _conn: lost.set())
+    try:
+        await conn.add_listener(channel, on_notify)
+        wake()  # anything inserted while we were not listening
+        while not conn.is_closed():
+            with anyio.move_on_after(KEEPALIVE):
+                await lost.wait()
+                return
+            await conn.fetchval("SELECT 1")  # a dead peer shows up here, not in a quiet LISTEN
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        return
+    finally:
+        with anyio.CancelScope(shield=True), anyio.move_on_after(2):
+            await conn.close()

@@ -1,0 +1,96 @@
+"""`python -m sqlatasks.runner`: flags → Settings → supervisor.
+
+Kept thin on purpose: every worker process re-runs this module as `__mp_main__`, so it only
+defines things and does nothing unless it is the main module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+import anyio
+
+from sqlatasks import errors, registry, supervisor
+from sqlatasks.settings import Settings
+
+PROG = "python -m sqlatasks.runner"
+REPEATABLE = {"imports": "import", "queues": "queue"}
+UNITS = {
+    "task_timeout": "s",
+    "retry_delay": "s",
+    "check_interval": "s",
+    "idle_sleep": "s",
+    "shutdown_timeout": "s",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{PROG}: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """One flag per Settings field; values are validated by Settings, not here."""
+    parser = _Parser(
+        prog=PROG,
+        description="Run sqlatasks workers: a supervisor keeping N worker processes, each "
+        "running up to M tasks at once. Every flag --x-y is also SQLATASKS_X_Y.",
+    )
+    for name, field in Settings.model_fields.items():
+        flag = "--" + REPEATABLE.get(name, name).replace("_", "-")
+        default = "required" if field.is_required() else f"default {field.default!r}"
+        if name in REPEATABLE:
+            default = f"env SQLATASKS_{name.upper()}, comma-separated"
+        unit = f" [{UNITS[name]}]" if name in UNITS else ""
+        help_text = f"{field.description}{unit} ({default})"
+        if field.annotation is bool:
+            parser.add_argument(
+                flag, action=argparse.BooleanOptionalAction, default=None, help=help_text
+            )
+        elif name in REPEATABLE:
+            parser.add_argument(flag, dest=name, action="append", metavar="NAME", help=help_text)
+        else:
+            parser.add_argument(
+                flag, dest=name, metavar=name.split("_")[-1].upper(), help=help_text
+            )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    overrides: dict[str, Any] = {k: v for k, v in vars(args).items() if v is not None}
+    try:
+        settings = Settings.load(**overrides)
+    except errors.ConfigurationError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level,
+        stream=sys.stderr,
+        format=f"%(asctime)s %(levelname)s supervisor[{os.getpid()}] %(name)s: %(message)s",
+    )
+    try:
+        registry.import_modules(settings.imports)
+    except Exception as exc:
+        print(f"{PROG}: cannot import {exc.__class__.__name__}: {exc}", file=sys.stderr)
+        return 2
+    problem: BaseException | None = None
+    try:
+        anyio.run(supervisor.supervise, settings)
+    except* errors.ConfigurationError as group:
+        problem = group
+        while isinstance(problem, BaseExceptionGroup):  # task groups nest their errors
+            problem = problem.exceptions[0]
+    if problem is not None:
+        print(f"{PROG}: {problem}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,148 @@
+"""One worker process: one event loop running {signals, heartbeat, listener, dispatcher, completer}.
+
+`worker_main` is what the supervisor runs with `anyio.to_process.run_sync`. It returns only
+when the worker is done (stopped, drained in burst mode, or orphaned); everything it creates
+lives inside its own event loop, so a reused process starts clean.
+
+Signals: SIGTERM from the supervisor stops claiming and lets running tasks finish within the
+shutdown timeout; SIGUSR1 interrupts them at once. SIGINT is ignored: Ctrl-C reaches
+the whole process group, and the supervisor passes it on as SIGTERM.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+from pathlib import Path
+from typing import Literal
+
+import anyio
+from anyio.abc import TaskStatus
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from sqlatasks import listener, registry
+from sqlatasks.completer import Completer
+from sqlatasks.dispatcher import ClaimPolicy, Dispatcher
+from sqlatasks.execution import Limits
+from sqlatasks.models import NOTIFY_CHANNEL
+from sqlatasks.settings import Settings
+
+log = logging.getLogger(__name__)
+
+WorkerExit = Literal["stopped", "drained", "orphaned"]
+STOP_NOW = signal.SIGUSR1
+"""Sent by the supervisor on a second SIGTERM/SIGINT: interrupt running tasks and exit."""
+COMPLETER_GRACE = 10.0
+"""Seconds the completer keeps retrying buffered writes after the worker stops."""
+
+
+def worker_main(settings: Settings, slot: int, heartbeat: str, log_path: str) -> WorkerExit:
+    """Run one worker until it is told to stop; called in a fresh or reused worker process."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with open(log_path, "w", buffering=1, encoding="utf-8") as log_stream:
+        handler = logging.StreamHandler(log_stream)
+        handler.setFormatter(
+            logging.Formatter(
+                f"%(asctime)s %(levelname)s worker-{slot}[{os.getpid()}] %(name)s: %(message)s"
+            )
+        )
+        root = logging.getLogger()
+        root.handlers = [handler]
+        root.setLevel(settings.log_level)
+        try:
+            return anyio.run(_run, settings, slot, Path(heartbeat))
+        finally:
+            root.handlers = []
+
+
+async def _run(settings: Settings, slot: int, heartbeat: Path) -> WorkerExit:
+    registry.import_modules(settings.imports)
+    worker_id = f"{socket.gethostname()}:{os.getpid()}:{slot}"
+    longest = max([settings.task_timeout, *(t.timeout or 0 for t in registry.all_tasks())])
+    limits = Limits(
+        task_timeout=settings.task_timeout,
+        retry_delay=settings.retry_delay,
+        timeout_cap=longest,
+        allowed_imports=settings.imports,
+    )
+    policy = ClaimPolicy(
+        worker_id=worker_id,
+        concurrency=settings.concurrency,
+        queues=settings.queues,
+        lease_seconds=settings.lease_seconds(longest),
+        idle_sleep=settings.idle_sleep,
+        shutdown_timeout=settings.shutdown_timeout,
+        burst=settings.burst,
+    )
+    # Connections: one for claims, one for the completer, one spare (the listener has its own).
+    engine = create_async_engine(
+        settings.database_url, pool_size=2, max_overflow=1, pool_pre_ping=True
+    )
+    completer = Completer(engine, give_up_after_close=COMPLETER_GRACE)
+    dispatcher = Dispatcher(engine, completer, policy, limits)
+    exit_reason: list[WorkerExit] = ["drained" if settings.burst else "stopped"]
+    try:
+        async with anyio.create_task_group() as services:
+            await services.start(_watch_signals, dispatcher)
+            services.start_soon(
+                _heartbeat, heartbeat, worker_id, settings.check_interval, dispatcher, exit_reason
+            )
+            if settings.notify:
+                services.start_soon(
+                    listener.listen, settings.database_url, NOTIFY_CHANNEL, dispatcher.wake
+                )
+            log.info("started: %s, %d slots", worker_id, settings.concurrency)
+            async with anyio.create_task_group() as core:
+                core.start_soon(completer.run)
+                try:
+                    await dispatcher.run()
+                finally:
+                    completer.close()
+            services.cancel_scope.cancel()
+    finally:
+        with anyio.CancelScope(shield=True):
+            await engine.dispose()
+    log.info("exited (%s)", exit_reason[0])
+    return exit_reason[0]
+
+
+async def _watch_signals(
+    dispatcher: Dispatcher, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+) -> None:
+    # Two signals, not one sent twice: the kernel merges a pending signal with a second
+    # instance of itself, so "SIGTERM twice, quickly" can arrive as one.
+    with anyio.open_signal_receiver(signal.SIGTERM, STOP_NOW) as signals:
+        task_status.started()
+        async for signum in signals:
+            if signum == STOP_NOW:
+                log.info("stopping now: interrupting running tasks")
+                dispatcher.stop(now=True)
+            else:
+                log.info("stopping: no new claims, running tasks may finish")
+                dispatcher.stop()
+
+
+async def _heartbeat(
+    path: Path,
+    worker_id: str,
+    check_interval: float,
+    dispatcher: Dispatcher,
+    exit_reason: list[WorkerExit],
+) -> None:
+    """Prove this event loop is alive; stop if the supervisor is gone.
+
+    The file holds this process's pid and worker id (for signals and lease clean-up); its
+    modification time is the heartbeat. A blocked loop stops touching it, and is killed.
+    """
+    parent = os.getppid()
+    path.write_text(f"{os.getpid()}\n{worker_id}\n")  # noqa: ASYNC240 (a tiny local file)
+    while True:
+        os.utime(path)
+        if os.getppid() != parent:
+            log.warning("the supervisor is gone: stopping")
+            exit_reason[0] = "orphaned"
+            dispatcher.stop()
+            return
+        await anyio.sleep(min(1.0, check_interval / 4))

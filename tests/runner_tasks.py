@@ -1,0 +1,80 @@
+"""Tasks the runner tests run. Each execution appends one line to a ledger file of its own
+process (SQLATASKS_TEST_LEDGER directory): evidence that lives outside the queue."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import anyio
+from pydantic import BaseModel
+
+from sqlatasks import task
+
+
+class Job(BaseModel):
+    key: int
+    sleep: float = 0.0
+
+
+def _ledger(event: str, data: Job) -> None:
+    folder = Path(os.environ["SQLATASKS_TEST_LEDGER"])
+    line = f"{event} {data.key} {os.getpid()} {time.time():.6f}\n"
+    # One short O_APPEND write per event: atomic, and safe across processes.
+    fd = os.open(folder / f"{os.getpid()}.ledger", os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+
+
+@task
+async def record(data: Job) -> None:
+    _ledger("start", data)
+    await anyio.sleep(data.sleep)
+    _ledger("end", data)
+
+
+def _fail_first_time(data: Job) -> None:
+    """Fails on the first execution for each key (a marker file says), succeeds after."""
+    marker = Path(os.environ["SQLATASKS_TEST_LEDGER"], f"failed-{data.key}")
+    _ledger("start", data)
+    if not marker.exists():
+        marker.touch()
+        raise RuntimeError(f"first try for {data.key} fails")
+    _ledger("end", data)
+
+
+@task(retry_delay=0.5)
+async def fail_once(data: Job) -> None:
+    _fail_first_time(data)
+
+
+@task
+async def fail_once_default(data: Job) -> None:
+    """No retry_delay of its own: the runner's --retry-delay applies."""
+    _fail_first_time(data)
+
+
+@task(retry_delay=0.2, max_attempts=3)
+async def always_fail(data: Job) -> None:
+    _ledger("start", data)
+    raise ValueError(f"job {data.key} is broken")
+
+
+@task(timeout=0.5, retry_delay=60)
+async def too_slow(data: Job) -> None:
+    _ledger("start", data)
+    await anyio.sleep(30)
+    _ledger("end", data)
+
+
+@task(timeout=0.5, retry_delay=60)
+async def swallows_cancel(data: Job) -> None:
+    _ledger("start", data)
+    try:  # noqa: SIM105
+        await anyio.sleep(30)
+    except BaseException:
+        pass  # a badly written task: it ignores its cancellation and returns
+    _ledger("end", data)

@@ -1,0 +1,364 @@
+"""The service as a newcomer runs it: real runner processes, real signals, a real PostgreSQL."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import signal
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+
+from sqlatasks import Task, enqueue_many
+from tests import runner_tasks
+from tests.conftest import count_tasks
+from tests.processes import Runner, ledger_entries, now, peak_concurrency, wait_for_entries
+
+pytestmark = pytest.mark.slow
+
+StartRunner = Callable[..., Runner]
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Path:
+    return tmp_path
+
+
+@pytest.fixture
+def start_runner(db_url: str, ledger: Path) -> Iterator[StartRunner]:
+    runners: list[Runner] = []
+
+    def start(*args: str, **kwargs: Any) -> Runner:
+        runner = Runner(db_url, ledger, *args, **kwargs)
+        runners.append(runner)
+        return runner
+
+    yield start
+    for runner in runners:
+        runner.kill()
+
+
+async def put(engine: AsyncEngine, fn: Task[Any], payloads: list[Any]) -> None:
+    async with async_sessionmaker(engine)() as session, session.begin():
+        await enqueue_many(session, fn, payloads)
+
+
+def jobs(count: int, sleep: float = 0.0, first: int = 0) -> list[runner_tasks.Job]:
+    return [runner_tasks.Job(key=first + i, sleep=sleep) for i in range(count)]
+
+
+async def row(engine: AsyncEngine, where: str = "true") -> Any:
+    async with engine.connect() as conn:
+        return (await conn.execute(text(f"SELECT * FROM sqlatasks_tasks WHERE {where}"))).one()
+
+
+async def test_burst_runs_everything_then_exits(
+    engine: AsyncEngine, start_runner: StartRunner, ledger: Path
+) -> None:
+    await put(engine, runner_tasks.record, jobs(40))
+    runner = start_runner("--workers", "2", "--concurrency", "4", "--burst")
+    assert await runner.wait_exit(60) == 0
+    ends = Counter(e.key for e in ledger_entries(ledger) if e.event == "end")
+    assert ends == Counter(range(40))
+    assert await count_tasks(engine) == 0
+    log = runner.log()
+    # Worker logs reach the runner's stderr, although anyio silences the workers' own.
+    assert "worker-0[" in log
+    assert "worker-1[" in log
+    assert "exited (drained)" in log
+    assert "Traceback" not in log
+
+
+async def test_peak_concurrency_is_workers_times_concurrency(
+    engine: AsyncEngine, start_runner: StartRunner, ledger: Path
+) -> None:
+    runner = start_runner("--workers", "2", "--concurrency", "5")
+    await runner.started(2)
+    await put(engine, runner_tasks.record, jobs(50, sleep=0.5))
+    entries = await wait_for_entries(ledger, "end", 50, timeout=60)
+    assert peak_concurrency(ledger_entries(ledger)) == 10
+    assert Counter(e.key for e in entries) == Counter(range(50))
+
+
+async def test_two_runners_double_the_concurrency(
+    engine: AsyncEngine, start_runner: StartRunner, ledger: Path
+) -> None:
+    first = start_runner("--workers", "2", "--concurrency", "5")
+    second = start_runner("--workers", "2", "--concurrency", "5")
+    await first.started(2)
+    await second.started(2)
+    await put(engine, runner_tasks.record, jobs(60, sleep=1.0))
+    await wait_for_entries(ledger, "end", 60, timeout=60)
+    assert peak_concurrency(ledger_entries(ledger)) == 20
+
+
+async def test_timeout_cancels_the_task(
+    engine: AsyncEngine, start_runner: StartRunner, ledger: Path
+) -> None:
+    await put(engine, runner_tasks.too_slow, jobs(1))
+    await put(engine, runner_tasks.swallows_cancel, jobs(1, first=1))
+    await put(engine, runner_tasks.record, jobs(1, sleep=30, first=2))
+    runner = start_runner("--workers", "1", "--task-timeout", "1", "--retry-delay", "60")
+    await runner.wait_for_log(r"attempt 1 failed: TimeoutError", count=3, timeout=60)
+    # @task(timeout=0.5) beats --task-timeout 1; the global one applies to `record`.
+    assert "exceeded its 0.5 s limit" in runner.log()
+    assert "exceeded its 1 s limit" in runner.log()
+    with anyio.fail_after(10):
+        while await count_tasks(engine, "attempts = 1 AND locked_until IS NULL") < 3:
+            await anyio.sleep(0.05)
+    for key in (0, 1, 2):
+        failed = await row(engine, f"(payload->>'key')::int = {key}")
+        assert failed.last_error.startswith("TimeoutError")
+        assert failed.failed_at is None  # it will be retried, after the delay
+    ends = {e.key for e in ledger_entries(ledger) if e.event == "end"}
+    assert ends == {1}  # only the task that swallowed its cancellation went on to its end
+
+
+async def test_retry_delay_spaces_the_attempts_and_max_attempts_parks(
+    engine: AsyncEngine, start_runner: StartRunner, ledger: Path
+) -> None:
+    await put(engine, runner_tasks.always_fail, jobs(1))  # @task(retry_delay=0.2, max_attempts=3)
+    await put(engine, runner_tasks.fail_once, jobs(1, first=1))  # @task(retry_delay=0.5)
+    runner = start_runner("--workers", "1", "--retry-delay", "5")
+    await runner.wait_for_log("failed and is parked", timeout=60)
+    await wait_for_entries(ledger, "end", 1, timeout=60)
+    starts = [e.at for e in ledger_entries(ledger) if e.event == "start" and e.key == 0]
+    assert len(starts) == 3
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert all(0.2 <= gap < 5 for gap in gaps), gaps
+    parked = await row(engine, "(payload->>'key')::int = 0")
+    assert parked.attempts == 3
+    assert parked.failed_at is not None
+    assert parked.locked_until is None
+    assert parked.last_error.startswith("ValueError: job 0 is broken")
+    assert "Traceback" in parked.last_error
+    assert "runner_tasks.py" in parked.last_error
+    retried = [e.at for e in ledger_entries(ledger) if e.key == 1]
+    assert len(retried) == 3  # start (fails), start, end
+    assert retried[1] - retried[0] >= 0.5
+    assert await count_tasks(engine) == 1  # only the parked one is left
+
+
+async def test_global_retry_delay_applies_without_a_task_one(
+    engine: AsyncEngine, start_runner: StartRunner, ledger: Path
+) -> None:
+    await put(engine, runner_tasks.fail_once_default, jobs(1))
+    runner = start_runner("--workers", "1", "--retry-delay", "1.5")
+    await wait_for_entries(ledger, "end", 1, timeout=60)
+    starts = [e.at for e in ledger_entries(ledger) if e.event == "start"]
+    assert len(starts) == 2
+    assert starts[1] - starts[0] >= 1.5
+    assert "due again in 1.5 s" in runner.log()
+
+
+async def test_idle_sleep_bounds_pickup_without_notify(
+    engine: AsyncEngine, start_runner: StartRunner, ledger: Path
+) -> None:
+    runner = start_runner("--workers", "1", "--no-notify", "--idle-sleep", "1")
+    await runner.started(1)
+    await anyio.sleep(1.5)  # the worker is in its idle wait
+    for key in range(3):
+        enqueued = now()
+        await put(engine, runner_tasks.record, jobs(1, first=key))
+        (start,) = [e for e in await wait_for_entries(ledger, "start", key + 1) if e.key == key]
+        assert start.at - enqueued < 1 + 1.0  # the idle sleep, plus generous slack
+        await anyio.sleep(0.3 * key)
+
+
+async def test_notify_wakes_an_idle_worker_long_before_its_idle_sleep(
+    engine: AsyncEngine, start_runner: StartRunner, ledger: Path
+) -> None:
+    runner = start_runner("--workers", "1", "--idle-sleep", "60")
+    await runner.started(1)
+    await anyio.sleep(1.0)
+    enqueued = now()
+    await put(engine, runner_tasks.record, jobs(1))
+    (start,) = await wait_for_entries(ledger, "start", 1, timeout=30)
+    assert start.at - enqueued < 10
+
+
+async def test_check_interval_bounds_the_restart_after_sigkill(
+    engine: AsyncEngine, start_runner: StartRunner
+) -> None:
+    runner = start_runner("--workers", "1", "--check-interval", "1")
+    (pid,) = await runner.started(1)
+    killed_at = now()
+    os.kill(pid, signal.SIGKILL)
+    pids = await runner.started(2)
+    assert pids[1] != pid
+    (restarted,) = runner.log_times("restarting worker-0")
+    assert restarted - killed_at < 1.0 + 0.5  # within the check interval (log stamps are ms)
+
+
+async def test_sigkill_mid_task_loses_nothing(
+    engine: AsyncEngine, start_runner: StartRunner, ledger: Path
+) -> None:
+    runner = start_runner("--workers", "2", "--concurrency", "3", "--retry-delay", "0.5")
+    await runner.started(2)
+    await put(engine, runner_tasks.record, jobs(12, sleep=1.5))
+    first = (await wait_for_entries(ledger, "start", 1))[0]
+    os.kill(first.pid, signal.SIGKILL)
+    await runner.wait_for_log("worker-. died holding [1-3] tasks")
+    ends = await wait_for_entries(ledger, "end", 12, timeout=60)
+    assert {e.key for e in ends} == set(range(12))
+    assert first.key in {e.key for e in ends if e.pid != first.pid}
+    with anyio.fail_after(10):
+        while await count_tasks(engine):
+            await anyio.sleep(0.05)
+
+
+async def test_sigstopped_worker_is_killed_and_replaced(
+    engine: AsyncEngine, start_runner: StartRunner, ledger: Path
+) -> None:
+    runner = start_runner("--workers", "1", "--check-interval", "0.5", "--retry-delay", "0")
+    (pid,) = await runner.started(1)
+    await put(engine, runner_tasks.record, jobs(1, sleep=2))
+    await wait_for_entries(ledger, "start", 1)
+    os.kill(pid, signal.SIGSTOP)
+    await runner.wait_for_log("worker-0 is hung", timeout=30)
+    pids = await runner.started(2)
+    assert pids[1] != pid
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGCONT)
+    ends = await wait_for_entries(ledger, "end", 1, timeout=30)
+    assert ends[0].pid == pids[1]
+    assert not _alive(pid)
+
+
+async def test_late_ack_after_a_lost_lease_changes_nothing(
+    engine: AsyncEngine, start_runner: StartRunner, ledger: Path
+) -> None:
+    # A slow check interval, so the paused worker is not killed: it comes back and writes late.
+    paused = start_runner("--workers", "1", "--check-interval", "120")
+    (pid,) = await paused.started(1)
+    await put(engine, runner_tasks.record, jobs(1, sleep=3.0))
+    await wait_for_entries(ledger, "start", 1)
+    os.kill(pid, signal.SIGSTOP)
+    # The lease runs out (back-dated: only the database clock counts) and another worker
+    # claims the task with a fresh token.
+    async with engine.begin() as conn:
+        await conn.execute(text("UPDATE sqlatasks_tasks SET locked_until = now() - interval '1s'"))
+    taker = start_runner("--workers", "1")
+    await wait_for_entries(ledger, "start", 2, timeout=60)
+    held = await row(engine)
+    os.kill(pid, signal.SIGCONT)
+    await paused.wait_for_log("1 of 1 outcomes matched no lease", timeout=30)
+    still = await row(engine)
+    assert (still.lease_token, still.locked_by) == (held.lease_token, held.locked_by)
+    assert str(pid) not in still.locked_by
+    ends = await wait_for_entries(ledger, "end", 2, timeout=30)
+    assert sorted(e.pid == pid for e in ends) == [False, True]  # both ran; one ack counted
+    with anyio.fail_after(10):
+        while await count_tasks(engine):
+            await anyio.sleep(0.05)
+    assert "Traceback" not in taker.log()
+
+
+async def test_sigterm_lets_tasks_finish_and_exits_0(
+    engine: AsyncEngine, start_runner: StartRunner, ledger: Path
+) -> None:
+    runner = start_runner("--workers", "2", "--concurrency", "2", "--shutdown-timeout", "10")
+    await runner.started(2)
+    await put(engine, runner_tasks.record, jobs(10, sleep=1.0))
+    await wait_for_entries(ledger, "start", 4)
+    runner.signal(signal.SIGTERM)
+    assert await runner.wait_exit(10 + 10) == 0
+    entries = ledger_entries(ledger)
+    started = {e.key for e in entries if e.event == "start"}
+    ended = {e.key for e in entries if e.event == "end"}
+    assert started == ended  # every running task finished
+    assert await count_tasks(engine) == 10 - len(ended)  # the rest is still queued
+    assert await count_tasks(engine, "locked_until IS NOT NULL OR attempts > 0") == 0
+
+
+async def test_sigterm_releases_what_does_not_finish_in_time(
+    engine: AsyncEngine, start_runner: StartRunner, ledger: Path
+) -> None:
+    runner = start_runner("--workers", "1", "--concurrency", "3", "--shutdown-timeout", "1")
+    await runner.started(1)
+    await put(engine, runner_tasks.record, jobs(3, sleep=60))
+    await wait_for_entries(ledger, "start", 3)
+    runner.signal(signal.SIGTERM)
+    assert await runner.wait_exit(1 + 15) == 0
+    assert "released 3 unfinished tasks" in runner.log()
+    # Released: due at once, the interrupted attempt not counted, nothing lost.
+    assert await count_tasks(engine, "locked_until IS NULL AND attempts = 0") == 3
+
+
+async def test_second_signal_stops_at_once(
+    engine: AsyncEngine, start_runner: StartRunner, ledger: Path
+) -> None:
+    runner = start_runner("--workers", "2", "--concurrency", "2", "--shutdown-timeout", "300")
+    await runner.started(2)
+    await put(engine, runner_tasks.record, jobs(4, sleep=60))
+    await wait_for_entries(ledger, "start", 4)
+    runner.signal(signal.SIGINT)
+    await runner.wait_for_log("SIGINT: stopping workers")
+    runner.signal(signal.SIGTERM)
+    assert await runner.wait_exit(30) == 0
+    assert await count_tasks(engine, "locked_until IS NULL AND attempts = 0") == 4
+
+
+async def test_forbidden_rows_are_parked_and_never_imported(
+    engine: AsyncEngine, start_runner: StartRunner, ledger: Path
+) -> None:
+    names = [
+        "os:system",
+        "tests.forbidden_side_effect:boom",
+        "tests.runner_tasks:no_such_task",
+        "not a task name",
+        "tests.runner_tasks:record",  # registered, but its payload no longer validates
+        "tests.lazypkg.tasks:hello",  # not imported yet, but inside an allowed package
+    ]
+    async with engine.begin() as conn:
+        for name in names:
+            payload = '{"key": "not a number"}' if name.endswith(":record") else '{"key": 7}'
+            await conn.execute(
+                text("INSERT INTO sqlatasks_tasks (task_name, payload) VALUES (:n, :p)"),
+                {"n": name, "p": payload},
+            )
+    runner = start_runner(
+        "--workers", "1", "--burst", imports=["tests.runner_tasks", "tests.lazypkg"]
+    )
+    assert await runner.wait_exit(60) == 0
+    async with engine.connect() as conn:
+        parked = dict(
+            (await conn.execute(text("SELECT task_name, last_error FROM sqlatasks_tasks"))).all()
+        )
+    assert set(parked) == set(names[:5])
+    assert "outside the allowed imports" in parked["os:system"]
+    assert "outside the allowed imports" in parked["tests.forbidden_side_effect:boom"]
+    assert "no @task is registered" in parked["tests.runner_tasks:no_such_task"]
+    assert "module:name" in parked["not a task name"]
+    assert "Input should be a valid integer" in parked["tests.runner_tasks:record"]
+    assert await count_tasks(engine, "failed_at IS NOT NULL") == 5
+    assert not (ledger / "forbidden-imported").exists()
+    assert [e.event for e in ledger_entries(ledger)] == ["lazy"]
+
+
+async def test_exactly_once_with_three_runners(
+    engine: AsyncEngine, start_runner: StartRunner, ledger: Path
+) -> None:
+    await put(engine, runner_tasks.record, jobs(10_000))
+    runners = [start_runner("--workers", "2", "--concurrency", "20", "--burst") for _ in range(3)]
+    for runner in runners:
+        assert await runner.wait_exit(240) == 0
+    executions = Counter(e.key for e in ledger_entries(ledger) if e.event == "end")
+    assert executions == Counter(range(10_000))  # every task, exactly once
+    assert await count_tasks(engine) == 0
+    assert len({e.pid for e in ledger_entries(ledger)}) >= 2
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
