@@ -1,9 +1,10 @@
 """Writing outcomes: the only place a worker changes a claimed task's row.
 
-Outcomes queue up while a write is in flight and go out together in the next one: one
-transaction with at most one DELETE (acks), one UPDATE (failures) and one UPDATE (releases),
-each naming the lease tokens. A write that fails (connection lost, server restarting) is
-retried with backoff; it is idempotent, since a row already written no longer matches its token.
+Outcomes queue up while a write is in flight and go out together in the next one: at most one
+DELETE (acks), one UPDATE (failures) and one UPDATE (releases), each naming the lease tokens.
+Each statement stands alone (the worker's connections autocommit). A write that fails
+(connection lost, server restarting) is retried with backoff; it is idempotent, since a row
+already written no longer matches its token.
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ class Completer:
         ]
         releases = [(o.task.id, o.task.lease_token) for o in batch if isinstance(o, Released)]
         written = 0
-        async with self._engine.begin() as conn:
+        async with self._engine.connect() as conn:
             if acks:
                 written += await queries.task_ack(conn, acks)
             if failures:

@@ -64,13 +64,16 @@ class Dispatcher:
         self._running: dict[int, queries.ClaimedTask] = {}
         self._wakeup = Wakeup()
         self._stopping = False
+        self.stop_reason: str | None = None
+        """Why `stop()` was first called; None when the run ended by itself (burst)."""
         self._executions: anyio.CancelScope | None = None
 
     def wake(self) -> None:
         self._wakeup.set()
 
-    def stop(self, *, now: bool = False) -> None:
+    def stop(self, reason: str, *, now: bool = False) -> None:
         """Claim nothing more; with `now`, also interrupt running tasks at once."""
+        self.stop_reason = self.stop_reason or reason
         self._stopping = True
         self._wakeup.set()
         if now and self._executions is not None:
@@ -126,7 +129,6 @@ class Dispatcher:
                     lease_seconds=self._policy.lease_seconds,
                     worker_id=self._policy.worker_id,
                 )
-                await conn.commit()
         return claimed
 
     async def _execute(self, claimed: queries.ClaimedTask) -> None:

@@ -77,17 +77,26 @@ async def _run(settings: Settings, slot: int, heartbeat: Path) -> WorkerExit:
         burst=settings.burst,
     )
     # Connections: one for claims, one for the completer, one spare (the listener has its own).
+    # AUTOCOMMIT: every statement here stands alone (a claim, an ack batch), so an explicit
+    # BEGIN and COMMIT would only add two round trips. No pre-ping either: a dead connection
+    # fails its statement, which is retried, and the pool replaces it.
+    # synchronous_commit off: a crash of the server may forget the last claims and outcomes
+    # this worker wrote, and every such loss makes a task run again — never makes one vanish.
+    # That is at-least-once, as promised; enqueues keep the application's own setting.
     engine = create_async_engine(
-        settings.database_url, pool_size=2, max_overflow=1, pool_pre_ping=True
+        settings.database_url,
+        pool_size=2,
+        max_overflow=1,
+        isolation_level="AUTOCOMMIT",
+        connect_args={"server_settings": {"synchronous_commit": "off"}},
     )
     completer = Completer(engine, give_up_after_close=COMPLETER_GRACE)
     dispatcher = Dispatcher(engine, completer, policy, limits)
-    exit_reason: list[WorkerExit] = ["drained" if settings.burst else "stopped"]
     try:
         async with anyio.create_task_group() as services:
             await services.start(_watch_signals, dispatcher)
             services.start_soon(
-                _heartbeat, heartbeat, worker_id, settings.check_interval, dispatcher, exit_reason
+                _heartbeat, heartbeat, worker_id, settings.check_interval, dispatcher
             )
             if settings.notify:
                 services.start_soon(
@@ -104,8 +113,13 @@ async def _run(settings: Settings, slot: int, heartbeat: Path) -> WorkerExit:
     finally:
         with anyio.CancelScope(shield=True):
             await engine.dispose()
-    log.info("exited (%s)", exit_reason[0])
-    return exit_reason[0]
+    reason: WorkerExit = "drained"
+    if dispatcher.stop_reason == "orphaned":
+        reason = "orphaned"
+    elif dispatcher.stop_reason is not None:
+        reason = "stopped"
+    log.info("exited (%s)", reason)
+    return reason
 
 
 async def _watch_signals(
@@ -118,10 +132,10 @@ async def _watch_signals(
         async for signum in signals:
             if signum == STOP_NOW:
                 log.info("stopping now: interrupting running tasks")
-                dispatcher.stop(now=True)
+                dispatcher.stop("stopped", now=True)
             else:
                 log.info("stopping: no new claims, running tasks may finish")
-                dispatcher.stop()
+                dispatcher.stop("stopped")
 
 
 async def _heartbeat(
@@ -129,7 +143,6 @@ async def _heartbeat(
     worker_id: str,
     check_interval: float,
     dispatcher: Dispatcher,
-    exit_reason: list[WorkerExit],
 ) -> None:
     """Prove this event loop is alive; stop if the supervisor is gone.
 
@@ -142,7 +155,6 @@ async def _heartbeat(
         os.utime(path)
         if os.getppid() != parent:
             log.warning("the supervisor is gone: stopping")
-            exit_reason[0] = "orphaned"
-            dispatcher.stop()
+            dispatcher.stop("orphaned")
             return
         await anyio.sleep(min(1.0, check_interval / 4))
