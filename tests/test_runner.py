@@ -362,3 +362,17 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+async def test_queue_flag_serves_only_the_named_queues(
+    engine: AsyncEngine, start_runner: StartRunner, ledger: Path
+) -> None:
+    async with async_sessionmaker(engine)() as session, session.begin():
+        await enqueue_many(session, runner_tasks.record, jobs(3), queue="mail")
+        await enqueue_many(session, runner_tasks.record, jobs(3, first=10), queue="reports")
+        await enqueue_many(session, runner_tasks.record, jobs(3, first=20))
+    runner = start_runner("--workers", "1", "--queue", "mail", "--queue", "default", "--burst")
+    assert await runner.wait_exit(60) == 0
+    ran = {e.key for e in ledger_entries(ledger) if e.event == "end"}
+    assert ran == {0, 1, 2, 20, 21, 22}
+    assert await count_tasks(engine, "queue = 'reports' AND attempts = 0") == 3
