@@ -28,3 +28,13 @@ def demo(session: nox.Session) -> None:
     """The main job, end to end (throwaway database unless SQLATASKS_DATABASE_URL)."""
     session.install("-e", ".[embedded]")
     session.run("python", "-m", "examples.demo", *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks, as ratios to raw asyncpg (a throwaway database unless SQLATASKS_BENCH_…).
+
+    `nox -s bench -- --quick` for a smoke run; name scenarios to run only those.
+    """
+    session.install("-e", ".[embedded]")
+    session.run("python", "-m", "benchmarks", *session.posargs)

@@ -18,6 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from sqlatasks import errors, queries
+from sqlatasks.connection import HeldConnection
 from sqlatasks.execution import Completed, Failed, Outcome, Released
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ class Completer:
     """Buffers outcomes and writes them in batches until closed and drained."""
 
     def __init__(self, engine: AsyncEngine, *, give_up_after_close: float) -> None:
-        self._engine = engine
+        self._connection = HeldConnection(engine)
         self._give_up_after_close = give_up_after_close
         self._send: MemoryObjectSendStream[Outcome]
         self._receive: MemoryObjectReceiveStream[Outcome]
@@ -48,16 +49,22 @@ class Completer:
 
     async def run(self) -> None:
         async with self._receive:
-            async for first in self._receive:
-                batch = [first]
-                while len(batch) < MAX_BATCH:
-                    try:
-                        batch.append(self._receive.receive_nowait())
-                    except (anyio.WouldBlock, anyio.EndOfStream):
-                        break
-                # Shielded: a batch that is being written is finished even when cancelled.
-                with anyio.CancelScope(shield=True):
-                    await self._write(batch)
+            try:
+                await self._drain()
+            finally:
+                await self._connection.aclose()
+
+    async def _drain(self) -> None:
+        async for first in self._receive:
+            batch = [first]
+            while len(batch) < MAX_BATCH:
+                try:
+                    batch.append(self._receive.receive_nowait())
+                except (anyio.WouldBlock, anyio.EndOfStream):
+                    break
+            # Shielded: a batch that is being written is finished even when cancelled.
+            with anyio.CancelScope(shield=True):
+                await self._write(batch)
 
     async def _write(self, batch: list[Outcome]) -> None:
         delay = 0.1
@@ -92,13 +99,17 @@ class Completer:
         ]
         releases = [(o.task.id, o.task.lease_token) for o in batch if isinstance(o, Released)]
         written = 0
-        async with self._engine.connect() as conn:
+        try:
+            conn = await self._connection.get()
             if acks:
                 written += await queries.task_ack(conn, acks)
             if failures:
                 written += await queries.task_fail(conn, failures)
             if releases:
                 written += await queries.task_release(conn, releases)
+        except (SQLAlchemyError, OSError):
+            await self._connection.discard()
+            raise
         if written < len(batch):
             log.warning(
                 "%d of %d outcomes matched no lease (their leases had expired and passed on); "

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from sqlatasks import errors, execution, queries
 from sqlatasks.completer import Completer
+from sqlatasks.connection import HeldConnection
 from sqlatasks.execution import Failed, Limits, Released
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ class Dispatcher:
     def __init__(
         self, engine: AsyncEngine, completer: Completer, policy: ClaimPolicy, limits: Limits
     ) -> None:
-        self._engine = engine
+        self._connection = HeldConnection(engine)
         self._completer = completer
         self._policy = policy
         self._limits = limits
@@ -83,7 +84,10 @@ class Dispatcher:
         """Claim and run until stopped (or, in burst mode, until nothing is due or running)."""
         async with anyio.create_task_group() as executions:
             self._executions = executions.cancel_scope
-            await self._claim_loop(executions)
+            try:
+                await self._claim_loop(executions)
+            finally:
+                await self._connection.aclose()
             with anyio.move_on_after(self._policy.shutdown_timeout):
                 while self._running:
                     await self._wakeup.wait(math.inf)
@@ -121,14 +125,17 @@ class Dispatcher:
     async def _claim(self, limit: int) -> list[queries.ClaimedTask]:
         # A claim is never cancelled half-way: its rows would stay leased to no one.
         with anyio.CancelScope(shield=True):
-            async with self._engine.connect() as conn:
+            try:
                 claimed = await queries.task_claim(
-                    conn,
+                    await self._connection.get(),
                     queues=self._policy.queues,
                     limit=limit,
                     lease_seconds=self._policy.lease_seconds,
                     worker_id=self._policy.worker_id,
                 )
+            except (SQLAlchemyError, OSError):
+                await self._connection.discard()
+                raise
         return claimed
 
     async def _execute(self, claimed: queries.ClaimedTask) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import func, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.elements import ColumnElement, TextClause
 
 from sqlatasks.models import TABLE_NAME
 
@@ -71,7 +71,8 @@ async def task_copy(
     )
 
 
-_CLAIM = text(f"""
+def _claim(queue_filter: str) -> TextClause:
+    return text(f"""
 WITH due AS MATERIALIZED (
     -- MATERIALIZED: run the locking SELECT once; inlined, the planner may re-run it per
     -- joined row and lock more rows than LIMIT.
@@ -79,7 +80,7 @@ WITH due AS MATERIALIZED (
     WHERE failed_at IS NULL                     -- the claim index is partial on this
       AND scheduled_at <= now()
       AND (locked_until IS NULL OR locked_until < now())   -- free, or its lease expired
-      AND (cardinality(CAST(:queues AS text[])) = 0 OR queue = ANY(CAST(:queues AS text[])))
+      {queue_filter}
     ORDER BY priority DESC, scheduled_at, id    -- the claim index order: no sort
     LIMIT :limit
     FOR UPDATE SKIP LOCKED                      -- concurrent claimers take disjoint rows
@@ -96,6 +97,12 @@ RETURNING t.id, t.task_name, t.payload::text AS payload, t.attempts, t.max_attem
 """)
 
 
+# Two statements, not one with "cardinality(:queues) = 0 OR queue = ANY(:queues)": measured,
+# that OR made the prepared claim about five times slower (its generic plan cannot drop it).
+_CLAIM_ANY_QUEUE = _claim("")
+_CLAIM_QUEUES = _claim("AND queue = ANY(CAST(:queues AS text[]))")
+
+
 async def task_claim(
     conn: AsyncConnection,
     *,
@@ -106,16 +113,11 @@ async def task_claim(
 ) -> list[ClaimedTask]:
     """Lease up to `limit` due tasks in one statement, oldest first within each priority."""
     token = uuid.uuid4()
-    result = await conn.execute(
-        _CLAIM,
-        {
-            "queues": list(queues),
-            "limit": limit,
-            "lease": lease_seconds,
-            "worker": worker_id,
-            "token": token,
-        },
-    )
+    parameters = {"limit": limit, "lease": lease_seconds, "worker": worker_id, "token": token}
+    if queues:
+        result = await conn.execute(_CLAIM_QUEUES, {**parameters, "queues": list(queues)})
+    else:
+        result = await conn.execute(_CLAIM_ANY_QUEUE, parameters)
     return [
         ClaimedTask(
             id=row.id,

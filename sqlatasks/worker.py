@@ -76,7 +76,8 @@ async def _run(settings: Settings, slot: int, heartbeat: Path) -> WorkerExit:
         shutdown_timeout=settings.shutdown_timeout,
         burst=settings.burst,
     )
-    # Connections: one for claims, one for the completer, one spare (the listener has its own).
+    # Connections: the dispatcher's and the completer's, held; one spare while a broken one is
+    # replaced (the listener has its own).
     # AUTOCOMMIT: every statement here stands alone (a claim, an ack batch), so an explicit
     # BEGIN and COMMIT would only add two round trips. No pre-ping either: a dead connection
     # fails its statement, which is retried, and the pool replaces it.

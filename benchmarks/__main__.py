@@ -1,0 +1,55 @@
+"""`python -m benchmarks [--quick] [--durable] [scenario ...]`: run, print tables, write JSON."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+from benchmarks import database, enqueue_bulk, enqueue_single, measure, process, report
+from sqlatasks import errors
+
+Scenario = Callable[[str, bool], Coroutine[Any, Any, list[measure.Row]]]
+"""`run(url, quick)`: measure against the database at `url`; fewer operations when quick."""
+
+SCENARIOS: dict[str, Scenario] = {
+    "enqueue_single": enqueue_single.run,
+    "enqueue_bulk": enqueue_bulk.run,
+    "process": process.run,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer operations, for a smoke run")
+    parser.add_argument(
+        "--durable",
+        action="store_true",
+        help="keep the server's synchronous_commit (default: off for the benchmark database)",
+    )
+    parser.add_argument("scenario", nargs="*", help=f"any of {', '.join(SCENARIOS)} (default: all)")
+    args = parser.parse_args(argv)
+    unknown = [name for name in args.scenario if name not in SCENARIOS]
+    if unknown:
+        parser.error(f"unknown scenario {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")
+    names: list[str] = args.scenario or list(SCENARIOS)
+    try:
+        with database.provisioned() as (url, label):
+            facts = {
+                "database": label,
+                **database.prepare(url, durable=args.durable),
+                **report.environment(),
+            }
+            for name in names:
+                rows = asyncio.run(SCENARIOS[name](url, args.quick))
+                report.print_table(name, rows, quick=args.quick, facts=facts)
+                path = report.write_json(name, rows, quick=args.quick, facts=facts)
+                print(f"  -> {path}")
+    except (errors.SqlatasksError, ValueError) as exc:
+        parser.exit(2, f"benchmarks: {exc}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

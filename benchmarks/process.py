@@ -1,0 +1,142 @@
+"""`process`: pre-enqueued no-op tasks drained by the real runner, against a raw claim loop.
+
+- raw asyncpg, W connections x batch C: each connection loops "claim up to C due rows with
+  SKIP LOCKED and a lease, then DELETE them by id and token" until nothing is due — the queue's
+  limit on this machine and database, with no framework at all;
+- sqlatasks: `python -m sqlatasks.runner --burst --workers W --concurrency C` on the same
+  number of tasks, as a separate process. The rate counts from the first worker's start (its
+  claim loop begins right after) to the runner's exit; the start-up (interpreter, imports,
+  worker processes) is reported apart.
+
+Both run with the benchmark database's `synchronous_commit` (off unless `--durable`), and the
+runner's own writes are `synchronous_commit = off` in any case (docs/runner.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import sys
+import time
+import uuid
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+
+from benchmarks import database, measure
+from benchmarks.noop import Nothing, noop
+from sqlatasks import enqueue_many
+from sqlatasks.models import TABLE_NAME
+
+TASKS, QUICK_TASKS = 50_000, 5_000
+SHAPES = ((1, 10), (1, 100), (2, 50))
+"""(workers, concurrency) pairs."""
+STARTED = re.compile(r"^(\S+ \S+) INFO worker-\d+\[\d+\] sqlatasks\.worker: started", re.M)
+
+_CLAIM = f"""
+WITH due AS MATERIALIZED (
+    SELECT id FROM {TABLE_NAME}
+    WHERE failed_at IS NULL AND scheduled_at <= now()
+      AND (locked_until IS NULL OR locked_until < now())
+    ORDER BY priority DESC, scheduled_at, id
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE {TABLE_NAME} AS t
+SET attempts = t.attempts + 1, locked_until = now() + interval '5 minutes',
+    locked_by = 'raw', lease_token = $2
+FROM due WHERE t.id = due.id
+RETURNING t.id, t.payload::text
+"""
+_ACK = f"""
+DELETE FROM {TABLE_NAME} AS t
+USING unnest($1::bigint[], $2::uuid[]) AS done(id, token)
+WHERE t.id = done.id AND t.lease_token = done.token
+"""
+
+
+async def run(url: str, quick: bool) -> list[measure.Row]:
+    tasks = QUICK_TASKS if quick else TASKS
+    engine = create_async_engine(url)
+    rows: list[measure.Row] = []
+    try:
+        for workers, concurrency in SHAPES:
+            shape = f"{workers}x{concurrency}"
+            raw_name = f"raw asyncpg claim+delete, {workers} conn x batch {concurrency}"
+
+            await database.truncate(engine)
+            await _fill(engine, tasks)
+            seconds = await _raw_drain(url, workers, concurrency)
+            rows.append(measure.Row(raw_name, tasks, (seconds,)))
+
+            await database.truncate(engine)
+            await _fill(engine, tasks)
+            seconds, startup = await _runner_drain(url, workers, concurrency)
+            rows.append(
+                measure.Row(
+                    f"sqlatasks runner --burst {shape}",
+                    tasks,
+                    (seconds,),
+                    baselines=(raw_name,),
+                    notes={"startup_seconds": round(startup, 2)},
+                )
+            )
+            print(f"  {shape}: done", flush=True)
+    finally:
+        await database.truncate(engine)
+        await engine.dispose()
+    return rows
+
+
+async def _fill(engine: AsyncEngine, tasks: int) -> None:
+    sessions = async_sessionmaker(engine)
+    async with sessions() as session, session.begin():
+        await enqueue_many(session, noop, (Nothing(i=i) for i in range(tasks)))
+
+
+async def _raw_drain(url: str, connections: int, batch: int) -> float:
+    async def loop() -> None:
+        conn = await database.raw_connection(url)
+        try:
+            while True:  # asyncpg prepares and caches both statements on first use
+                token = uuid.uuid4()
+                claimed = await conn.fetch(_CLAIM, batch, token)
+                if not claimed:
+                    return
+                await conn.execute(_ACK, [row[0] for row in claimed], [token] * len(claimed))
+        finally:
+            await conn.close()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(loop() for _ in range(connections)))
+    return time.perf_counter() - start
+
+
+async def _runner_drain(url: str, workers: int, concurrency: int) -> tuple[float, float]:
+    """(seconds from the first worker's start to exit, seconds of start-up)."""
+    command = [
+        sys.executable, "-m", "sqlatasks.runner", "--import", "benchmarks.noop", "--burst",
+        "--workers", str(workers), "--concurrency", str(concurrency),
+    ]  # fmt: skip
+    launched = time.time()
+    process = await asyncio.create_subprocess_exec(
+        *command,
+        cwd=database.ROOT,
+        env={**os.environ, "SQLATASKS_DATABASE_URL": url},
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, stderr = await process.communicate()
+    exited = time.time()
+    log = stderr.decode()
+    if process.returncode != 0:
+        raise SystemExit(f"benchmarks: the runner exited {process.returncode}:\n{log}")
+    starts = [
+        datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp()
+        for stamp in STARTED.findall(log)
+    ]
+    if not starts:
+        raise SystemExit(f"benchmarks: no worker start in the runner's log:\n{log}")
+    first = min(starts)
+    return exited - first, first - launched

@@ -1,0 +1,40 @@
+"""One database connection held for the life of a loop, and replaced after an error.
+
+Checking a connection out of SQLAlchemy's pool and back costs about as much as the statement
+itself on the claim and ack path, so the dispatcher and the completer each keep theirs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import anyio
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+
+class HeldConnection:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._connection: AsyncConnection | None = None
+
+    async def get(self) -> AsyncConnection:
+        """The held connection, opened on first use or after `discard()`."""
+        if self._connection is None:
+            self._connection = await self._engine.connect()
+        return self._connection
+
+    async def discard(self) -> None:
+        """Drop the connection after an error; the next `get()` opens a fresh one."""
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            # It is broken already, most likely: closing it may fail, and the pool replaces it.
+            with (
+                anyio.CancelScope(shield=True),
+                anyio.move_on_after(5),
+                contextlib.suppress(SQLAlchemyError, OSError),
+            ):
+                await connection.close()
+
+    async def aclose(self) -> None:
+        await self.discard()
