@@ -14,7 +14,7 @@ import math
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DataError, IntegrityError, ProgrammingError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from sqlatasks import errors, queries
@@ -72,6 +72,11 @@ class Completer:
             try:
                 await self._write_once(batch)
                 return
+            except (DataError, IntegrityError, ProgrammingError) as exc:
+                # Not the connection but something in the batch: retrying it whole would
+                # fail for ever and stall every later outcome behind it.
+                await self._write_each(batch, exc)
+                return
             except (SQLAlchemyError, OSError) as exc:
                 if self._past_deadline():
                     log.error(
@@ -89,6 +94,23 @@ class Completer:
                 )
                 await anyio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX)
+
+    async def _write_each(self, batch: list[Outcome], first: BaseException) -> None:
+        log.error(
+            "writing %d outcomes failed (%s); writing them one by one",
+            len(batch),
+            errors.one_line(first),
+        )
+        for outcome in batch:
+            try:
+                await self._write_once([outcome])
+            except (SQLAlchemyError, OSError) as exc:
+                log.error(
+                    "dropped the outcome of task %d (%s); its lease will expire and it will "
+                    "run again",
+                    outcome.task.id,
+                    errors.one_line(exc),
+                )
 
     async def _write_once(self, batch: list[Outcome]) -> None:
         acks = [(o.task.id, o.task.lease_token) for o in batch if isinstance(o, Completed)]

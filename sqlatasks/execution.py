@@ -67,14 +67,19 @@ async def execute(claimed: ClaimedTask, limits: Limits) -> Outcome:
         payload = task.load(claimed.payload)
     except (errors.TaskNotRegistered, errors.PayloadError) as exc:
         # Running it again would fail the same way: park it for a person to look at.
-        return Failed(claimed, error=f"{type(exc).__name__}: {exc}", retry_in=None)
+        return Failed(claimed, error=_clean(f"{type(exc).__name__}: {exc}"), retry_in=None)
+    except Exception as exc:  # a model validator that raised something odd: the same
+        return Failed(claimed, error=describe(exc), retry_in=None)
 
     timeout = min(task.timeout or limits.task_timeout, limits.timeout_cap)
     raised: BaseException | None = None
     with anyio.CancelScope(deadline=anyio.current_time() + timeout) as deadline:
         try:
             await task.function(payload)
-        except Exception as exc:
+        except anyio.get_cancelled_exc_class():
+            raise  # our deadline (caught by its scope) or shutdown (propagates)
+        except BaseException as exc:
+            # SystemExit or KeyboardInterrupt from a task fails the task, not the worker.
             raised = exc
 
     retry_delay = limits.retry_delay if task.retry_delay is None else task.retry_delay
@@ -89,9 +94,18 @@ async def execute(claimed: ClaimedTask, limits: Limits) -> Outcome:
 
 def describe(exc: BaseException) -> str:
     """Exception type, message and the tail of its traceback, for `last_error` and the log."""
-    head = f"{type(exc).__name__}: {exc}"
-    trace = "".join(traceback.format_exception(exc))
-    return f"{head}\n{trace[-ERROR_TAIL:]}"
+    try:
+        head = f"{type(exc).__name__}: {exc}"
+        trace = "".join(traceback.format_exception(exc))
+    except Exception:  # an exception whose __str__ fails
+        return f"{type(exc).__name__}: <message unavailable>"
+    return _clean(f"{head}\n{trace[-ERROR_TAIL:]}")
+
+
+def _clean(text: str) -> str:
+    """Text PostgreSQL accepts: no NUL bytes, no lone surrogates (either would fail the write
+    of the outcome for ever)."""
+    return text.replace("\x00", "\\0").encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _failure(claimed: ClaimedTask, error: str, retry_delay: float) -> Failed:

@@ -36,7 +36,7 @@ async def listen(database_url: str, channel: str, wake: Callable[[], None]) -> N
             delay = 0.5
             log.warning("LISTEN connection lost; reconnecting (polling meanwhile)")
             await anyio.sleep(delay)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except Exception as exc:  # whatever it is, polling carries on: retry, never crash
             log.warning(
                 "LISTEN connection failed (%s: %s); retrying in %.1f s, polling meanwhile",
                 type(exc).__name__,

@@ -27,7 +27,7 @@ def database_url(value: str) -> str:
     try:
         url = make_url(value)
     except ArgumentError as exc:
-        raise ValueError(f"not a database URL: {value!r}") from exc
+        raise ValueError("not a database URL") from exc
     if url.drivername in {"postgresql", "postgres"}:
         url = url.set(drivername="postgresql+asyncpg")
     if url.drivername != "postgresql+asyncpg":
@@ -135,6 +135,5 @@ class Settings(BaseSettings):
             names = f"--{flag.replace('_', '-')} (SQLATASKS_{field.upper()})"
             if first["type"] == "missing":
                 raise errors.ConfigurationError(f"{names} is required") from None
-            raise errors.ConfigurationError(
-                f"invalid {names}: {first['msg']}, got {first['input']!r}"
-            ) from None
+            shown = "" if field == "database_url" else f", got {first['input']!r}"  # secrets
+            raise errors.ConfigurationError(f"invalid {names}: {first['msg']}{shown}") from None

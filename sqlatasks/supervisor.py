@@ -49,6 +49,7 @@ class Slot:
     started_at: float = 0.0
     scope: anyio.CancelScope | None = None
     killed_as_hung: bool = False
+    retiring: bool = False
     crashes: int = 0
 
     def pid(self) -> int | None:
@@ -99,6 +100,7 @@ class Supervisor:
             slot.started_at = anyio.current_time()
             slot.killed_as_hung = False
             result = None
+            reusable = False  # did the worker function end, leaving its process in the pool?
             with anyio.CancelScope() as slot.scope:
                 try:
                     result = await anyio.to_process.run_sync(
@@ -110,10 +112,20 @@ class Supervisor:
                         cancellable=True,
                         limiter=self._limiter,
                     )
+                    reusable = True
                 except anyio.BrokenWorkerProcess:
+                    if slot.pid() is None and slot.retiring:
+                        # The pool handed back the process of the last worker, which retires
+                        # itself (see worker_main): the next call starts a fresh one.
+                        slot.retiring = False
+                        continue
                     log.warning("worker-%d died (exit without a result)", slot.index)
-                except Exception as exc:
+                except anyio.get_cancelled_exc_class():
+                    raise
+                except BaseException as exc:  # even SystemExit from a task must not end us
                     log.error("worker-%d crashed: %s", slot.index, errors.one_line(exc))
+                    reusable = True
+            slot.retiring = reusable
             slot.scope = None
             if result is None:
                 await self._rescue(slot)
@@ -161,7 +173,7 @@ class Supervisor:
             await anyio.sleep(self._settings.check_interval)
             now, wall = anyio.current_time(), time.time()
             for slot in self._slots:
-                if slot.scope is None or self._stopping:
+                if slot.scope is None:
                     continue
                 age = slot.heartbeat_age(wall)
                 running_for = now - slot.started_at
@@ -239,8 +251,11 @@ def relay_logs(read_fd: int) -> None:
     """Copy worker log lines to this process's stderr until every writer has closed."""
     with open(read_fd, encoding="utf-8", errors="replace") as lines:
         for line in lines:
-            sys.stderr.write(line)
-            sys.stderr.flush()
+            # Keep draining even if our stderr is gone (a restarted log shipper): workers
+            # whose log pipe fills up block, stop beating, and get killed as hung.
+            with contextlib.suppress(OSError, ValueError):
+                sys.stderr.write(line)
+                sys.stderr.flush()
 
 
 async def supervise(settings: Settings) -> None:

@@ -11,10 +11,12 @@ the whole process group, and the supervisor passes it on as SIGTERM.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import socket
+import uuid
 from pathlib import Path
 from typing import Literal
 
@@ -38,8 +40,21 @@ COMPLETER_GRACE = 10.0
 """Seconds the completer keeps retrying buffered writes after the worker stops."""
 
 
+_used = False
+
+
 def worker_main(settings: Settings, slot: int, heartbeat: str, log_path: str) -> WorkerExit:
-    """Run one worker until it is told to stop; called in a fresh or reused worker process."""
+    """Run one worker until it is told to stop, in a fresh worker process.
+
+    anyio hands a process back to its pool when the function returns, module globals and
+    all (an engine bound to a closed event loop, in user code too). A worker never runs twice
+    in one process: a reused one exits at once, and the supervisor's next call gets a fresh
+    process after one BrokenWorkerProcess.
+    """
+    global _used
+    if _used:
+        os._exit(0)
+    _used = True
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     with open(log_path, "w", buffering=1, encoding="utf-8") as log_stream:
         handler = logging.StreamHandler(log_stream)
@@ -59,7 +74,8 @@ def worker_main(settings: Settings, slot: int, heartbeat: str, log_path: str) ->
 
 async def _run(settings: Settings, slot: int, heartbeat: Path) -> WorkerExit:
     registry.import_modules(settings.imports)
-    worker_id = f"{socket.gethostname()}:{os.getpid()}:{slot}"
+    # The random part keeps ids unique across containers that share a hostname and pids.
+    worker_id = f"{socket.gethostname()}:{os.getpid()}:{slot}:{uuid.uuid4().hex[:8]}"
     longest = max([settings.task_timeout, *(t.timeout or 0 for t in registry.all_tasks())])
     limits = Limits(
         task_timeout=settings.task_timeout,
@@ -153,9 +169,10 @@ async def _heartbeat(
     parent = os.getppid()
     path.write_text(f"{os.getpid()}\n{worker_id}\n")  # noqa: ASYNC240 (a tiny local file)
     while True:
-        os.utime(path)
         if os.getppid() != parent:
             log.warning("the supervisor is gone: stopping")
             dispatcher.stop("orphaned")
             return
+        with contextlib.suppress(OSError):  # a missed beat is the supervisor's call to judge
+            os.utime(path)
         await anyio.sleep(min(1.0, check_interval / 4))

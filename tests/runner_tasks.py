@@ -78,3 +78,16 @@ async def swallows_cancel(data: Job) -> None:
     except BaseException:
         pass  # a badly written task: it ignores its cancellation and returns
     _ledger("end", data)
+
+
+@task(retry_delay=60)
+async def calls_exit(data: Job) -> None:
+    """A task that calls sys.exit, as a CLI library inside it might."""
+    _ledger("start", data)
+    raise SystemExit(3)
+
+
+@task(retry_delay=60)
+async def nul_in_error(data: Job) -> None:
+    _ledger("start", data)
+    raise ValueError("reply was b'\x00\x01' and \udcff")

@@ -376,3 +376,24 @@ async def test_queue_flag_serves_only_the_named_queues(
     ran = {e.key for e in ledger_entries(ledger) if e.event == "end"}
     assert ran == {0, 1, 2, 20, 21, 22}
     assert await count_tasks(engine, "queue = 'reports' AND attempts = 0") == 3
+
+
+async def test_tasks_that_exit_or_fail_oddly_fail_only_themselves(
+    engine: AsyncEngine, start_runner: StartRunner, ledger: Path
+) -> None:
+    await put(engine, runner_tasks.calls_exit, jobs(2))
+    await put(engine, runner_tasks.nul_in_error, jobs(2, first=10))
+    await put(engine, runner_tasks.record, jobs(5, first=20))
+    runner = start_runner("--workers", "1", "--concurrency", "4", "--burst")
+    assert await runner.wait_exit(60) == 0
+    assert {e.key for e in ledger_entries(ledger) if e.event == "end"} == set(range(20, 25))
+    async with engine.connect() as conn:
+        errors = (await conn.execute(text("SELECT last_error FROM sqlatasks_tasks"))).scalars()
+        errors = sorted(errors)
+    assert len(errors) == 4
+    assert [e.partition(":")[0] for e in errors] == ["SystemExit"] * 2 + ["ValueError"] * 2
+    assert "\\0" in errors[2]
+    log = runner.log()
+    assert "crashed" not in log
+    assert "died" not in log
+    assert log.count("sqlatasks.worker: started") == 1
