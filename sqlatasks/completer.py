@@ -31,8 +31,8 @@ RETRY_MAX = 5.0
 class Completer:
     """Buffers outcomes and writes them in batches until closed and drained."""
 
-    def __init__(self, engine: AsyncEngine, *, give_up_after_close: float) -> None:
-        self._connection = HeldConnection(engine)
+    def __init__(self, engine: AsyncEngine, *, name: str, give_up_after_close: float) -> None:
+        self._connection = HeldConnection(engine, name)
         self._give_up_after_close = give_up_after_close
         self._send: MemoryObjectSendStream[Outcome]
         self._receive: MemoryObjectReceiveStream[Outcome]

@@ -12,16 +12,26 @@ import anyio
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from sqlatasks import queries
+
 
 class HeldConnection:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, name: str) -> None:
         self._engine = engine
+        self._name = name
         self._connection: AsyncConnection | None = None
 
     async def get(self) -> AsyncConnection:
         """The held connection, opened on first use or after `discard()`."""
         if self._connection is None:
-            self._connection = await self._engine.connect()
+            connection = await self._engine.connect()
+            try:
+                await queries.connection_name(connection, self._name)
+            except BaseException:
+                with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                    await connection.close()
+                raise
+            self._connection = connection
         return self._connection
 
     async def discard(self) -> None:

@@ -58,7 +58,7 @@ class Dispatcher:
     def __init__(
         self, engine: AsyncEngine, completer: Completer, policy: ClaimPolicy, limits: Limits
     ) -> None:
-        self._connection = HeldConnection(engine)
+        self._connection = HeldConnection(engine, f"sqlatasks claim {policy.worker_id}")
         self._completer = completer
         self._policy = policy
         self._limits = limits

@@ -27,12 +27,17 @@ def asyncpg_dsn(database_url: str) -> str:
     return make_url(database_url).set(drivername="postgresql").render_as_string(False)
 
 
-async def listen(database_url: str, channel: str, wake: Callable[[], None]) -> None:
-    """Call `wake` on every NOTIFY to `channel`, for ever, reconnecting when the link drops."""
+async def listen(
+    database_url: str, channel: str, wake: Callable[[], None], name: str = "sqlatasks listener"
+) -> None:
+    """Call `wake` on every NOTIFY to `channel`, for ever, reconnecting when the link drops.
+
+    `name` labels the connection in pg_stat_activity (application_name).
+    """
     delay = 0.5
     while True:
         try:
-            await _listen_once(asyncpg_dsn(database_url), channel, wake)
+            await _listen_once(asyncpg_dsn(database_url), channel, wake, name)
             delay = 0.5
             log.warning("LISTEN connection lost; reconnecting (polling meanwhile)")
             await anyio.sleep(delay)
@@ -47,9 +52,9 @@ async def listen(database_url: str, channel: str, wake: Callable[[], None]) -> N
             delay = min(delay * 2, RETRY_MAX)
 
 
-async def _listen_once(dsn: str, channel: str, wake: Callable[[], None]) -> None:
+async def _listen_once(dsn: str, channel: str, wake: Callable[[], None], name: str) -> None:
     """Listen until the connection is lost."""
-    conn = await asyncpg.connect(dsn)
+    conn = await asyncpg.connect(dsn, server_settings={"application_name": name})
     lost = anyio.Event()
 
     def on_notify(*_: Any) -> None:

@@ -212,6 +212,11 @@ async def task_rescue(conn: AsyncConnection, *, worker_id: str, delay: float, er
     return result.rowcount
 
 
+async def connection_name(conn: AsyncConnection, name: str) -> None:
+    """Label the session in pg_stat_activity (application_name), for operators and tests."""
+    await conn.execute(text("SELECT set_config('application_name', :name, false)"), {"name": name})
+
+
 async def database_check(conn: AsyncConnection) -> bool:
     """Whether the queue table exists (the database answered if this returns at all)."""
     found = await conn.execute(text("SELECT to_regclass(:name) IS NOT NULL"), {"name": TABLE_NAME})

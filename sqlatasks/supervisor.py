@@ -74,7 +74,12 @@ class Supervisor:
         self._stopping = False
         self._startup: anyio.CancelScope | None = None
         # One connection, for start-up checks and releasing dead workers' tasks.
-        self._engine = create_async_engine(settings.database_url, pool_size=1, pool_pre_ping=True)
+        self._engine = create_async_engine(
+            settings.database_url,
+            pool_size=1,
+            pool_pre_ping=True,
+            connect_args={"server_settings": {"application_name": "sqlatasks supervisor"}},
+        )
 
     async def run(self) -> None:
         async with anyio.create_task_group() as tg:

@@ -107,7 +107,9 @@ async def _run(settings: Settings, slot: int, heartbeat: Path) -> WorkerExit:
         isolation_level="AUTOCOMMIT",
         connect_args={"server_settings": {"synchronous_commit": "off"}},
     )
-    completer = Completer(engine, give_up_after_close=COMPLETER_GRACE)
+    completer = Completer(
+        engine, name=f"sqlatasks completer {worker_id}", give_up_after_close=COMPLETER_GRACE
+    )
     dispatcher = Dispatcher(engine, completer, policy, limits)
     try:
         async with anyio.create_task_group() as services:
@@ -117,7 +119,11 @@ async def _run(settings: Settings, slot: int, heartbeat: Path) -> WorkerExit:
             )
             if settings.notify:
                 services.start_soon(
-                    listener.listen, settings.database_url, NOTIFY_CHANNEL, dispatcher.wake
+                    listener.listen,
+                    settings.database_url,
+                    NOTIFY_CHANNEL,
+                    dispatcher.wake,
+                    f"sqlatasks listener {worker_id}",
                 )
             log.info("started: %s, %d slots", worker_id, settings.concurrency)
             async with anyio.create_task_group() as core:
