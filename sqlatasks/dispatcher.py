@@ -11,6 +11,7 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import anyio
 from sqlalchemy.exc import SQLAlchemyError
@@ -63,6 +64,7 @@ class Dispatcher:
         self._policy = policy
         self._limits = limits
         self._running: dict[int, queries.ClaimedTask] = {}
+        self._deadlines: dict[int, float] = {}
         self._wakeup = Wakeup()
         self._stopping = False
         self.stop_reason: str | None = None
@@ -71,6 +73,12 @@ class Dispatcher:
 
     def wake(self) -> None:
         self._wakeup.set()
+
+    def overdue(self, grace: float) -> list[queries.ClaimedTask]:
+        """Tasks still running `grace` seconds past their time limit: they ignore their
+        cancellation, and only killing the process stops them."""
+        now = anyio.current_time()
+        return [self._running[i] for i, ends in self._deadlines.items() if now > ends + grace]
 
     def stop(self, reason: str, *, now: bool = False) -> None:
         """Claim nothing more; with `now`, also interrupt running tasks at once."""
@@ -97,6 +105,7 @@ class Dispatcher:
         if self._running:
             log.warning("released %d unfinished tasks at shutdown", len(self._running))
         self._running.clear()
+        self._deadlines.clear()
 
     async def _claim_loop(self, executions: anyio.abc.TaskGroup) -> None:
         delay = 0.5
@@ -139,8 +148,11 @@ class Dispatcher:
         return claimed
 
     async def _execute(self, claimed: queries.ClaimedTask) -> None:
-        outcome = await execution.execute(claimed, self._limits)
+        outcome = await execution.execute(
+            claimed, self._limits, on_start=partial(self._deadlines.__setitem__, claimed.id)
+        )
         del self._running[claimed.id]
+        self._deadlines.pop(claimed.id, None)
         self._completer.submit(outcome)
         if isinstance(outcome, Failed):
             first_line = outcome.error.partition("\n")[0]

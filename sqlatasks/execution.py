@@ -7,7 +7,7 @@ its payload, run it under its time limit, and say what happened. The completer w
 from __future__ import annotations
 
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import anyio
@@ -56,8 +56,14 @@ class Limits:
     allowed_imports: Sequence[str]
 
 
-async def execute(claimed: ClaimedTask, limits: Limits) -> Outcome:
-    """Run `claimed` and return its outcome; only shutdown's cancellation escapes."""
+async def execute(
+    claimed: ClaimedTask, limits: Limits, on_start: Callable[[float], None] | None = None
+) -> Outcome:
+    """Run `claimed` and return its outcome; only shutdown's cancellation escapes.
+
+    `on_start(deadline)` is told when the task's time runs out (anyio's clock), just before
+    it runs.
+    """
     if claimed.max_attempts is not None and claimed.attempts > claimed.max_attempts:
         # Claimed again after a lease ran out (its worker died mid-attempt): never run past
         # the limit.
@@ -73,7 +79,10 @@ async def execute(claimed: ClaimedTask, limits: Limits) -> Outcome:
 
     timeout = min(task.timeout or limits.task_timeout, limits.timeout_cap)
     raised: BaseException | None = None
-    with anyio.CancelScope(deadline=anyio.current_time() + timeout) as deadline:
+    ends = anyio.current_time() + timeout
+    if on_start is not None:
+        on_start(ends)
+    with anyio.CancelScope(deadline=ends) as deadline:
         try:
             await task.function(payload)
         except anyio.get_cancelled_exc_class():

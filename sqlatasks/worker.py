@@ -167,10 +167,12 @@ async def _heartbeat(
     check_interval: float,
     dispatcher: Dispatcher,
 ) -> None:
-    """Prove this event loop is alive; stop if the supervisor is gone.
+    """Prove this worker is sound; stop if the supervisor is gone.
 
     The file holds this process's pid and worker id (for signals and lease clean-up); its
-    modification time is the heartbeat. A blocked loop stops touching it, and is killed.
+    modification time is the heartbeat. A blocked loop stops touching it, and so does a loop
+    running a task that ignores its cancellation past its limit: either way the supervisor
+    kills the process before the task's lease can pass to another worker.
     """
     parent = os.getppid()
     path.write_text(f"{os.getpid()}\n{worker_id}\n")  # noqa: ASYNC240 (a tiny local file)
@@ -178,6 +180,15 @@ async def _heartbeat(
         if os.getppid() != parent:
             log.warning("the supervisor is gone: stopping")
             dispatcher.stop("orphaned")
+            return
+        stuck = dispatcher.overdue(grace=check_interval)
+        if stuck:
+            log.error(
+                "task %d %s ignores its cancellation past its time limit: stopping the "
+                "heartbeat so that the supervisor kills this worker",
+                stuck[0].id,
+                stuck[0].task_name,
+            )
             return
         with contextlib.suppress(OSError):  # a missed beat is the supervisor's call to judge
             os.utime(path)

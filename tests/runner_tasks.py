@@ -91,3 +91,19 @@ async def calls_exit(data: Job) -> None:
 async def nul_in_error(data: Job) -> None:
     _ledger("start", data)
     raise ValueError("reply was b'\x00\x01' and \udcff")
+
+
+@task(timeout=1, retry_delay=0, max_attempts=2)
+async def blocks_the_loop(data: Job) -> None:
+    _ledger("start", data)
+    time.sleep(60)  # noqa: ASYNC251 (the point: a sync call stops the event loop)
+
+
+@task(timeout=0.5, retry_delay=0, max_attempts=1)
+async def ignores_cancellation(data: Job) -> None:
+    _ledger("start", data)
+    while True:
+        try:
+            await anyio.sleep(10)
+        except BaseException:
+            continue

@@ -397,3 +397,55 @@ async def test_tasks_that_exit_or_fail_oddly_fail_only_themselves(
     assert "crashed" not in log
     assert "died" not in log
     assert log.count("sqlatasks.worker: started") == 1
+
+
+async def test_a_task_blocking_the_event_loop_gets_its_worker_killed(
+    engine: AsyncEngine, start_runner: StartRunner, ledger: Path
+) -> None:
+    runner = start_runner("--workers", "1", "--check-interval", "0.5")
+    await runner.started(1)
+    await put(engine, runner_tasks.blocks_the_loop, jobs(1))  # timeout 1, max_attempts 2
+    await runner.wait_for_log("parked|died holding 1 tasks", count=1, timeout=60)
+    await runner.wait_for_log("worker-0 is hung", count=2, timeout=60)
+    starts = [e for e in ledger_entries(ledger) if e.event == "start"]
+    assert len(starts) == 2
+    assert starts[0].pid != starts[1].pid
+    with anyio.fail_after(20):
+        while not await count_tasks(engine, "failed_at IS NOT NULL"):
+            await anyio.sleep(0.1)
+    parked = await row(engine)
+    assert (parked.attempts, parked.locked_until) == (2, None)
+    assert parked.last_error.startswith("WorkerLost")
+
+
+async def test_a_task_ignoring_its_cancellation_gets_its_worker_killed(
+    engine: AsyncEngine, start_runner: StartRunner, ledger: Path
+) -> None:
+    runner = start_runner("--workers", "1", "--check-interval", "0.5")
+    (pid,) = await runner.started(1)
+    await put(engine, runner_tasks.ignores_cancellation, jobs(1))  # timeout 0.5
+    await runner.wait_for_log("ignores its cancellation past its time limit", timeout=60)
+    await runner.wait_for_log("worker-0 is hung", timeout=60)
+    pids = await runner.started(2)
+    assert pids[1] != pid
+    with anyio.fail_after(20):
+        while not await count_tasks(engine, "failed_at IS NOT NULL"):
+            await anyio.sleep(0.1)
+    assert (await row(engine)).last_error.startswith("WorkerLost")
+    assert len([e for e in ledger_entries(ledger) if e.event == "start"]) == 1
+
+
+async def test_workers_of_a_killed_runner_finish_their_tasks_and_exit(
+    engine: AsyncEngine, start_runner: StartRunner, ledger: Path
+) -> None:
+    runner = start_runner("--workers", "2", "--concurrency", "2")
+    pids = await runner.started(2)
+    await put(engine, runner_tasks.record, jobs(4, sleep=1.5))
+    await wait_for_entries(ledger, "start", 4)
+    runner.process.kill()  # the supervisor alone: its workers are orphans now
+    ends = await wait_for_entries(ledger, "end", 4, timeout=30)
+    assert {e.key for e in ends} == set(range(4))
+    with anyio.fail_after(30):
+        while any(_alive(pid) for pid in pids):
+            await anyio.sleep(0.1)
+    assert await count_tasks(engine) == 0  # their acks were written before they left
