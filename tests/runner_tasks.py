@@ -107,3 +107,9 @@ async def ignores_cancellation(data: Job) -> None:
             await anyio.sleep(10)
         except BaseException:
             continue
+
+
+@task(retry_delay=0, max_attempts=2)
+async def kills_its_process(data: Job) -> None:
+    _ledger("start", data)
+    os._exit(7)

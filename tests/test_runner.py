@@ -449,3 +449,45 @@ async def test_workers_of_a_killed_runner_finish_their_tasks_and_exit(
         while any(_alive(pid) for pid in pids):
             await anyio.sleep(0.1)
     assert await count_tasks(engine) == 0  # their acks were written before they left
+
+
+async def test_a_task_that_kills_its_process_is_retried_then_parked(
+    engine: AsyncEngine, start_runner: StartRunner, ledger: Path
+) -> None:
+    runner = start_runner("--workers", "1")
+    await runner.started(1)
+    await put(engine, runner_tasks.kills_its_process, jobs(1))  # max_attempts 2
+    await put(engine, runner_tasks.record, jobs(3, first=10))
+    await runner.wait_for_log("died holding 1 tasks", count=2, timeout=60)
+    with anyio.fail_after(30):
+        while not await count_tasks(engine, "failed_at IS NOT NULL"):
+            await anyio.sleep(0.1)
+    parked = await row(engine, "failed_at IS NOT NULL")
+    assert parked.attempts == 2
+    assert parked.last_error.startswith("WorkerLost")
+    ends = await wait_for_entries(ledger, "end", 3, timeout=60)
+    assert {e.key for e in ends} == {10, 11, 12}  # the other tasks were not held hostage
+    assert await count_tasks(engine) == 1
+
+
+async def test_after_the_whole_runner_is_killed_its_tasks_run_once_leases_expire(
+    engine: AsyncEngine, start_runner: StartRunner, ledger: Path
+) -> None:
+    doomed = start_runner("--workers", "2", "--concurrency", "2")
+    await doomed.started(2)
+    await put(engine, runner_tasks.record, jobs(6, sleep=30))
+    await wait_for_entries(ledger, "start", 4)
+    doomed.kill()  # SIGKILL to the supervisor and its workers: no one is left to clean up
+    assert await count_tasks(engine, "locked_until > now()") == 4
+    # Their leases run out (back-dated here: only the database clock counts) …
+    async with engine.begin() as conn:
+        await conn.execute(
+            text("UPDATE sqlatasks_tasks SET locked_until = now() - interval '1 second'")
+        )
+    async with engine.begin() as conn:  # … and the rest of the work is quick now
+        await conn.execute(text("UPDATE sqlatasks_tasks SET payload = payload || '{\"sleep\": 0}'"))
+    heir = start_runner("--workers", "1", "--concurrency", "6", "--burst")
+    assert await heir.wait_exit(60) == 0
+    ends = [e for e in ledger_entries(ledger) if e.event == "end"]
+    assert {e.key for e in ends} == set(range(6))
+    assert await count_tasks(engine) == 0
