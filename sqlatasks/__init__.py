@@ -14,6 +14,7 @@ from sqlatasks.enqueue import enqueue, enqueue_many
 from sqlatasks.errors import (
     ConfigurationError,
     PayloadError,
+    Retry,
     SqlatasksError,
     TaskDefinitionError,
     TaskNameTaken,
@@ -26,6 +27,7 @@ __all__ = [
     "ConfigurationError",
     "PayloadError",
     "QueuedTask",
+    "Retry",
     "SqlatasksError",
     "Task",
     "TaskDefinitionError",

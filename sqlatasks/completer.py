@@ -1,7 +1,7 @@
 """Writing outcomes: the only place a worker changes a claimed task's row.
 
 Outcomes queue up while a write is in flight and go out together in the next one: at most one
-DELETE (acks), one UPDATE (failures) and one UPDATE (releases), each naming the lease tokens.
+DELETE (acks) and one UPDATE for each other kind, each naming the lease tokens.
 Each statement stands alone (the worker's connections autocommit). A write that fails
 (connection lost, server restarting) is retried with backoff; it is idempotent, since a row
 already written no longer matches its token.
@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from sqlatasks import errors, queries
 from sqlatasks.connection import HeldConnection
-from sqlatasks.execution import Completed, Failed, Outcome, Released
+from sqlatasks.execution import Completed, Failed, Outcome, Released, Snoozed
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +120,9 @@ class Completer:
             if isinstance(o, Failed)
         ]
         releases = [(o.task.id, o.task.lease_token) for o in batch if isinstance(o, Released)]
+        snoozes = [
+            (o.task.id, o.task.lease_token, o.after) for o in batch if isinstance(o, Snoozed)
+        ]
         written = 0
         try:
             conn = await self._connection.get()
@@ -129,6 +132,8 @@ class Completer:
                 written += await queries.task_fail(conn, failures)
             if releases:
                 written += await queries.task_release(conn, releases)
+            if snoozes:
+                written += await queries.task_snooze(conn, snoozes)
         except (SQLAlchemyError, OSError):
             await self._connection.discard()
             raise

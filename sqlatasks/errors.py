@@ -5,12 +5,16 @@
     ├── TaskNameTaken            a second task under a name that is already registered
     ├── PayloadError             a payload of the wrong model, or one its model rejects
     ├── TaskNotRegistered        a row names no task that this process may run
-    └── ConfigurationError       a setting is invalid, or the database cannot be reached
+    ├── ConfigurationError       a setting is invalid, or the database cannot be reached
+    └── Retry                    raised by a task: run me again later, this was no failure
 
 Each exception carries its facts as attributes, and its message says what to do next.
 """
 
 from __future__ import annotations
+
+import math
+from datetime import timedelta
 
 
 class SqlatasksError(Exception):
@@ -57,6 +61,21 @@ class TaskNotRegistered(SqlatasksError, LookupError):
 
 class ConfigurationError(SqlatasksError, ValueError):
     """A setting is invalid or the database cannot be reached."""
+
+
+class Retry(SqlatasksError):
+    """Raised by a task to run again `after` seconds from now.
+
+    The attempt does not count towards max_attempts and leaves no error behind: use it for
+    "not yet" (a resource is busy, a rate limit applies), not for failures.
+    """
+
+    def __init__(self, after: float | timedelta = 0.0) -> None:
+        seconds = after.total_seconds() if isinstance(after, timedelta) else float(after)
+        if not (seconds >= 0 and math.isfinite(seconds)):
+            raise ValueError("Retry(after=...) takes zero or a positive number of seconds")
+        self.after = seconds
+        super().__init__(f"retry in {seconds:g} s")
 
 
 def one_line(exc: BaseException) -> str:

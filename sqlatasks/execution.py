@@ -42,7 +42,15 @@ class Released:
     task: ClaimedTask
 
 
-Outcome = Completed | Failed | Released
+@dataclass(frozen=True, slots=True)
+class Snoozed:
+    """The task raised Retry: due again in `after` seconds, the attempt not counted."""
+
+    task: ClaimedTask
+    after: float
+
+
+Outcome = Completed | Failed | Released | Snoozed
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,11 +99,13 @@ async def execute(
             # SystemExit or KeyboardInterrupt from a task fails the task, not the worker.
             raised = exc
 
-    retry_delay = limits.retry_delay if task.retry_delay is None else task.retry_delay
+    retry_delay = task.retry_in(claimed.attempts, limits.retry_delay)
     # cancel_called, not cancelled_caught: a task that swallowed its cancellation and
     # returned still ran past its limit, and counts as a failure.
     if deadline.cancel_called:
         return _failure(claimed, f"TimeoutError: exceeded its {timeout:g} s limit", retry_delay)
+    if isinstance(raised, errors.Retry):
+        return Snoozed(claimed, after=raised.after)
     if raised is not None:
         return _failure(claimed, describe(raised), retry_delay)
     return Completed(claimed)

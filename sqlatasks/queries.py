@@ -206,6 +206,32 @@ WHERE locked_by = :worker
 """)
 
 
+_SNOOZE = text(f"""
+UPDATE {TABLE_NAME} AS t
+SET locked_until = NULL,
+    locked_by = NULL,
+    lease_token = NULL,
+    attempts = t.attempts - 1,     -- asked to run later: not a failed attempt
+    scheduled_at = now() + make_interval(secs => later.after)
+FROM unnest(CAST(:ids AS bigint[]), CAST(:tokens AS uuid[]), CAST(:afters AS float8[]))
+     AS later(id, token, after)
+WHERE t.id = later.id AND t.lease_token = later.token
+""")
+
+
+async def task_snooze(conn: AsyncConnection, later: Sequence[tuple[int, uuid.UUID, float]]) -> int:
+    """Make leased tasks due again after their delays, the attempt uncounted."""
+    result = await conn.execute(
+        _SNOOZE,
+        {
+            "ids": [i for i, _, _ in later],
+            "tokens": [t for _, t, _ in later],
+            "afters": [a for _, _, a in later],
+        },
+    )
+    return result.rowcount
+
+
 async def task_rescue(conn: AsyncConnection, *, worker_id: str, delay: float, error: str) -> int:
     """Fail every task leased by a worker known to be dead, without waiting for its leases."""
     result = await conn.execute(_RESCUE, {"worker": worker_id, "delay": delay, "error": error})

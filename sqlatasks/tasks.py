@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import inspect
 import math
+import random
 import typing
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar, overload
+from typing import Any, Generic, Literal, TypeVar, overload
 
 import pydantic
 import pydantic_core
@@ -23,6 +24,7 @@ PayloadT = TypeVar("PayloadT", bound=pydantic.BaseModel)
 TaskFunction = Callable[[PayloadT], Awaitable[Any]]
 
 PRIORITY_RANGE = range(-32768, 32768)  # the column is a smallint
+Backoff = Literal["fixed", "exponential"]
 DEFAULT_QUEUE = "default"
 
 
@@ -42,11 +44,23 @@ class Task(Generic[PayloadT]):
     """Seconds one attempt may run; None means the runner's --task-timeout."""
     retry_delay: float | None = None
     """Seconds before a failed attempt is due again; None means the runner's --retry-delay."""
+    backoff: Backoff = "fixed"
+    """"fixed": every retry waits retry_delay. "exponential": attempt n waits
+    retry_delay * 2^(n-1), capped at retry_delay_max, with jitter (between half and all of it)."""
+    retry_delay_max: float = 3600.0
     max_attempts: int | None = None
     """Attempts before the task is parked as failed; None means unlimited."""
 
     async def __call__(self, payload: PayloadT) -> Any:
         return await self.function(payload)
+
+    def retry_in(self, attempt: int, default_delay: float) -> float:
+        """Seconds before attempt `attempt` (1 = the first, which just failed) runs again."""
+        base = default_delay if self.retry_delay is None else self.retry_delay
+        if self.backoff == "fixed":
+            return base
+        capped = min(self.retry_delay_max, base * 2.0 ** min(attempt - 1, 60))
+        return capped * random.uniform(0.5, 1.0)  # jitter: retries of a burst spread out
 
     def dump(self, payload: PayloadT | Mapping[str, Any]) -> str:
         """The payload as JSON text, or PayloadError if it is not a valid `self.model`."""
@@ -87,6 +101,8 @@ def task(
     priority: int = 0,
     timeout: float | None = None,
     retry_delay: float | None = None,
+    backoff: Backoff = "fixed",
+    retry_delay_max: float = 3600.0,
     max_attempts: int | None = None,
 ) -> Callable[[TaskFunction[PayloadT]], Task[PayloadT]]: ...
 
@@ -100,6 +116,8 @@ def task(
     priority: int = 0,
     timeout: float | None = None,
     retry_delay: float | None = None,
+    backoff: Backoff = "fixed",
+    retry_delay_max: float = 3600.0,
     max_attempts: int | None = None,
 ) -> Task[Any] | Callable[[TaskFunction[Any]], Task[Any]]:
     """Register an `async def f(payload: SomeModel)` as a task; usable as `@task` or `@task(...)`.
@@ -111,6 +129,7 @@ def task(
     def decorate(fn: TaskFunction[Any]) -> Task[Any]:
         label = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
         _check_options(label, queue, priority, timeout, retry_delay, max_attempts)
+        _check_backoff(label, backoff, retry_delay_max)
         model = _payload_model(label, fn)
         built = Task(
             function=fn,
@@ -120,6 +139,8 @@ def task(
             priority=priority,
             timeout=timeout,
             retry_delay=retry_delay,
+            backoff=backoff,
+            retry_delay_max=retry_delay_max,
             max_attempts=max_attempts,
         )
         registry.add(built)
@@ -203,3 +224,14 @@ def _check_options(
         problem = "max_attempts must be at least 1 (or None for unlimited)"
     if problem:
         raise errors.TaskDefinitionError(function=label, problem=problem)
+
+
+def _check_backoff(label: str, backoff: str, retry_delay_max: float) -> None:
+    if backoff not in ("fixed", "exponential"):
+        raise errors.TaskDefinitionError(
+            function=label, problem=f"backoff must be 'fixed' or 'exponential', not {backoff!r}"
+        )
+    if not (retry_delay_max >= 0 and math.isfinite(retry_delay_max)):
+        raise errors.TaskDefinitionError(
+            function=label, problem="retry_delay_max must be zero or a positive number of seconds"
+        )

@@ -10,7 +10,7 @@ from pathlib import Path
 import anyio
 from pydantic import BaseModel
 
-from sqlatasks import task
+from sqlatasks import Retry, task
 
 
 class Job(BaseModel):
@@ -36,12 +36,19 @@ async def record(data: Job) -> None:
     _ledger("end", data)
 
 
+def _first_time(what: str, data: Job) -> bool:
+    """True on the first call for this key (a marker file remembers, across processes)."""
+    marker = Path(os.environ["SQLATASKS_TEST_LEDGER"], f"{what}-{data.key}")
+    if marker.exists():
+        return False
+    marker.touch()
+    return True
+
+
 def _fail_first_time(data: Job) -> None:
-    """Fails on the first execution for each key (a marker file says), succeeds after."""
-    marker = Path(os.environ["SQLATASKS_TEST_LEDGER"], f"failed-{data.key}")
+    """Fails on the first execution for each key, succeeds after."""
     _ledger("start", data)
-    if not marker.exists():
-        marker.touch()
+    if _first_time("failed", data):
         raise RuntimeError(f"first try for {data.key} fails")
     _ledger("end", data)
 
@@ -113,3 +120,12 @@ async def ignores_cancellation(data: Job) -> None:
 async def kills_its_process(data: Job) -> None:
     _ledger("start", data)
     os._exit(7)
+
+
+@task
+async def not_yet(data: Job) -> None:
+    """Asks to run again in 0.5 s the first time (not a failure), then finishes."""
+    _ledger("start", data)
+    if _first_time("snoozed", data):
+        raise Retry(after=0.5)
+    _ledger("end", data)

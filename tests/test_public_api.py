@@ -6,6 +6,7 @@ def test_all_is_the_public_api_sorted() -> None:
         "ConfigurationError",
         "PayloadError",
         "QueuedTask",
+        "Retry",
         "SqlatasksError",
         "Task",
         "TaskDefinitionError",

@@ -491,3 +491,21 @@ async def test_after_the_whole_runner_is_killed_its_tasks_run_once_leases_expire
     ends = [e for e in ledger_entries(ledger) if e.event == "end"]
     assert {e.key for e in ends} == set(range(6))
     assert await count_tasks(engine) == 0
+
+
+async def test_retry_asks_for_a_later_run_without_counting_a_failure(
+    engine: AsyncEngine, start_runner: StartRunner, ledger: Path
+) -> None:
+    await put(engine, runner_tasks.not_yet, jobs(1))
+    runner = start_runner("--workers", "1", "--idle-sleep", "0.2")
+    first = (await wait_for_entries(ledger, "start", 1))[0]
+    with anyio.fail_after(10):
+        while await count_tasks(engine, "locked_until IS NULL AND attempts = 0") != 1:
+            await anyio.sleep(0.02)  # released, attempt uncounted, no error recorded
+    assert (await row(engine)).last_error is None
+    (end,) = await wait_for_entries(ledger, "end", 1, timeout=30)
+    assert end.at - first.at >= 0.5
+    with anyio.fail_after(10):
+        while await count_tasks(engine):
+            await anyio.sleep(0.05)
+    assert "failed" not in runner.log()
