@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from sqlalchemy.exc import DataError, IntegrityError, ProgrammingError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from sqlatasks import errors, queries
 from sqlatasks.connection import HeldConnection
@@ -113,27 +114,8 @@ class Completer:
                 )
 
     async def _write_once(self, batch: list[Outcome]) -> None:
-        acks = [(o.task.id, o.task.lease_token) for o in batch if isinstance(o, Completed)]
-        failures = [
-            queries.Failure(o.task.id, o.task.lease_token, o.error, o.retry_in)
-            for o in batch
-            if isinstance(o, Failed)
-        ]
-        releases = [(o.task.id, o.task.lease_token) for o in batch if isinstance(o, Released)]
-        snoozes = [
-            (o.task.id, o.task.lease_token, o.after) for o in batch if isinstance(o, Snoozed)
-        ]
-        written = 0
         try:
-            conn = await self._connection.get()
-            if acks:
-                written += await queries.task_ack(conn, acks)
-            if failures:
-                written += await queries.task_fail(conn, failures)
-            if releases:
-                written += await queries.task_release(conn, releases)
-            if snoozes:
-                written += await queries.task_snooze(conn, snoozes)
+            written = await write_outcomes(await self._connection.get(), batch)
         except (SQLAlchemyError, OSError):
             await self._connection.discard()
             raise
@@ -150,3 +132,25 @@ class Completer:
             self._closed_at is not None
             and anyio.current_time() - self._closed_at > self._give_up_after_close
         )
+
+
+async def write_outcomes(conn: AsyncConnection, batch: Sequence[Outcome]) -> int:
+    """Write a batch of outcomes, one statement per kind; the number of rows changed."""
+    acks = [(o.task.id, o.task.lease_token) for o in batch if isinstance(o, Completed)]
+    failures = [
+        queries.Failure(o.task.id, o.task.lease_token, o.error, o.retry_in)
+        for o in batch
+        if isinstance(o, Failed)
+    ]
+    releases = [(o.task.id, o.task.lease_token) for o in batch if isinstance(o, Released)]
+    snoozes = [(o.task.id, o.task.lease_token, o.after) for o in batch if isinstance(o, Snoozed)]
+    written = 0
+    if acks:
+        written += await queries.task_ack(conn, acks)
+    if failures:
+        written += await queries.task_fail(conn, failures)
+    if releases:
+        written += await queries.task_release(conn, releases)
+    if snoozes:
+        written += await queries.task_snooze(conn, snoozes)
+    return written

@@ -238,6 +238,18 @@ async def task_rescue(conn: AsyncConnection, *, worker_id: str, delay: float, er
     return result.rowcount
 
 
+_LIST = text(f"""
+SELECT payload::text FROM {TABLE_NAME}
+WHERE task_name = :name AND failed_at IS NULL
+ORDER BY priority DESC, scheduled_at, id
+""")
+
+
+async def task_payloads(conn: AsyncConnection, task_name: str) -> list[str]:
+    """Payloads (JSON text) of the live tasks named `task_name`, in claim order."""
+    return list((await conn.execute(_LIST, {"name": task_name})).scalars())
+
+
 async def connection_name(conn: AsyncConnection, name: str) -> None:
     """Label the session in pg_stat_activity (application_name), for operators and tests."""
     await conn.execute(text("SELECT set_config('application_name', :name, false)"), {"name": name})

@@ -24,3 +24,8 @@ async def greet(data: Greeting) -> None:
 @task(name="greetings.v2", queue="mail", priority=5, timeout=12, retry_delay=3, max_attempts=4)
 async def greet_renamed(data: Greeting) -> None:
     return None
+
+
+@task(max_attempts=1)
+async def refuse(data: Greeting) -> None:
+    raise ValueError(f"no greeting for {data.name}")

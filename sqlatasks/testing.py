@@ -1,0 +1,74 @@
+"""Helpers for the application's own tests: run what is queued, inline, in the test's session.
+
+    from sqlatasks.testing import Completed, enqueued, run_pending
+
+    async def test_an_order_sends_its_email(session):
+        await place_order(session, "ann@example.com", 1200)
+        assert [e.to for e in await enqueued(session, send_email)] == ["ann@example.com"]
+        outcomes = await run_pending(session)
+        assert all(isinstance(o, Completed) for o in outcomes)
+
+Both work inside the test's transaction, against the real database, through the same claim,
+execution and outcome writes as the runner; a test that rolls back leaves nothing behind.
+Tasks run one at a time, in this process. A task that opens its own database connection does
+not see the test's uncommitted rows.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import TypeVar
+
+import pydantic
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from sqlatasks import completer, execution, queries, tasks
+from sqlatasks.execution import Completed, Failed, Limits, Outcome, Released, Snoozed
+
+__all__ = ["Completed", "Failed", "Outcome", "Released", "Snoozed", "enqueued", "run_pending"]
+
+PayloadT = TypeVar("PayloadT", bound=pydantic.BaseModel)
+BATCH = 100
+
+
+async def run_pending(
+    session: AsyncSession,
+    *,
+    task_timeout: float = 60.0,
+    retry_delay: float = 10.0,
+    max_rounds: int = 100,
+) -> list[Outcome]:
+    """Run every due task now, in this process, and write their outcomes; return them.
+
+    Tasks that the tasks enqueue run too, if they are due, until nothing due is left (at most
+    `max_rounds` claims). Only registered tasks run; a row naming anything else is parked, as
+    the runner would. Pending ORM objects are flushed first, so `session.add(enqueue(...))`
+    without a commit is seen.
+    """
+    await session.flush()
+    conn = await session.connection()
+    limits = Limits(
+        task_timeout=task_timeout,
+        retry_delay=retry_delay,
+        timeout_cap=task_timeout,
+        allowed_imports=(),
+    )
+    worker_id = f"sqlatasks.testing:{uuid.uuid4().hex[:8]}"
+    outcomes: list[Outcome] = []
+    for _ in range(max_rounds):
+        claimed = await queries.task_claim(
+            conn, queues=(), limit=BATCH, lease_seconds=task_timeout + 60, worker_id=worker_id
+        )
+        if not claimed:
+            break
+        batch = [await execution.execute(task, limits) for task in claimed]
+        await completer.write_outcomes(conn, batch)
+        outcomes.extend(batch)
+    return outcomes
+
+
+async def enqueued(session: AsyncSession, fn: tasks.Task[PayloadT]) -> list[PayloadT]:
+    """The payloads of `fn`'s live (not parked) tasks, in the order a worker would claim them."""
+    await session.flush()
+    conn = await session.connection()
+    return [fn.load(text) for text in await queries.task_payloads(conn, fn.name)]
