@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 
@@ -47,6 +48,9 @@ class ClaimPolicy:
     worker_id: str
     concurrency: int
     queues: Sequence[str]
+    """Queues to claim from; empty means every queue."""
+    queue_caps: Mapping[str, int]
+    """Most tasks of each of these queues running at once in this worker."""
     lease_seconds: float
     idle_sleep: float
     shutdown_timeout: float
@@ -110,12 +114,12 @@ class Dispatcher:
     async def _claim_loop(self, executions: anyio.abc.TaskGroup) -> None:
         delay = 0.5
         while not self._stopping:
-            free = self._policy.concurrency - len(self._running)
-            if free == 0:
+            plan = self._claim_plan()
+            if not plan:  # every slot (or every capped queue) is busy
                 await self._wakeup.wait(math.inf)
                 continue
             try:
-                claimed = await self._claim(free)
+                claimed = await self._claim(plan)
                 delay = 0.5
             except (SQLAlchemyError, OSError) as exc:
                 log.warning("claim failed (%s); retrying in %.1f s", errors.one_line(exc), delay)
@@ -125,23 +129,43 @@ class Dispatcher:
             for task in claimed:
                 self._running[task.id] = task
                 executions.start_soon(self._execute, task, name=f"task {task.id}")
-            if len(claimed) == free:
+            if len(claimed) == sum(limit for _, limit in plan):
                 continue  # there may be more due: claim again once slots free up
             if self._policy.burst and not claimed and not self._running:
                 return
             await self._wakeup.wait(self._policy.idle_sleep)
 
-    async def _claim(self, limit: int) -> list[queries.ClaimedTask]:
+    def _claim_plan(self) -> list[tuple[Sequence[str], int]]:
+        """(queues, how many) for each claim statement to issue now; one without caps."""
+        free = self._policy.concurrency - len(self._running)
+        caps = self._policy.queue_caps
+        if free <= 0 or not caps:
+            return [(self._policy.queues, free)] if free > 0 else []
+        busy = Counter(task.queue for task in self._running.values())
+        plan: list[tuple[Sequence[str], int]] = []
+        for queue, cap in caps.items():
+            room = min(cap - busy[queue], free)
+            if room > 0:
+                plan.append(((queue,), room))
+                free -= room
+        uncapped = [q for q in self._policy.queues if q not in caps]
+        if uncapped and free > 0:
+            plan.append((uncapped, free))
+        return plan
+
+    async def _claim(self, plan: list[tuple[Sequence[str], int]]) -> list[queries.ClaimedTask]:
         # A claim is never cancelled half-way: its rows would stay leased to no one.
+        claimed: list[queries.ClaimedTask] = []
         with anyio.CancelScope(shield=True):
             try:
-                claimed = await queries.task_claim(
-                    await self._connection.get(),
-                    queues=self._policy.queues,
-                    limit=limit,
-                    lease_seconds=self._policy.lease_seconds,
-                    worker_id=self._policy.worker_id,
-                )
+                for queues, limit in plan:
+                    claimed += await queries.task_claim(
+                        await self._connection.get(),
+                        queues=queues,
+                        limit=limit,
+                        lease_seconds=self._policy.lease_seconds,
+                        worker_id=self._policy.worker_id,
+                    )
             except (SQLAlchemyError, OSError):
                 await self._connection.discard()
                 raise

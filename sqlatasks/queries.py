@@ -28,6 +28,7 @@ class ClaimedTask:
 
     id: int
     task_name: str
+    queue: str
     payload: str
     attempts: int
     """Attempts including this one."""
@@ -93,7 +94,7 @@ SET attempts = t.attempts + 1,
 FROM due
 WHERE t.id = due.id
 -- payload as text: pydantic parses and validates it in one pass, no json.loads first
-RETURNING t.id, t.task_name, t.payload::text AS payload, t.attempts, t.max_attempts
+RETURNING t.id, t.task_name, t.queue, t.payload::text AS payload, t.attempts, t.max_attempts
 """)
 
 
@@ -101,6 +102,15 @@ RETURNING t.id, t.task_name, t.payload::text AS payload, t.attempts, t.max_attem
 # that OR made the prepared claim about five times slower (its generic plan cannot drop it).
 _CLAIM_ANY_QUEUE = _claim("")
 _CLAIM_QUEUES = _claim("AND queue = ANY(CAST(:queues AS text[]))")
+
+
+async def task_claim_plan(conn: AsyncConnection, *, queues: Sequence[str]) -> str:
+    """EXPLAIN of the claim statement for `queues`: how PostgreSQL will find due tasks."""
+    claim = _CLAIM_QUEUES if queues else _CLAIM_ANY_QUEUE
+    parameters = {"limit": 10, "lease": 60.0, "worker": "explain", "token": uuid.uuid4()}
+    explain = text(f"EXPLAIN {claim.text}")
+    result = await conn.execute(explain, {**parameters, "queues": list(queues)})
+    return "\n".join(result.scalars())
 
 
 async def task_claim(
@@ -122,6 +132,7 @@ async def task_claim(
         ClaimedTask(
             id=row.id,
             task_name=row.task_name,
+            queue=row.queue,
             payload=row.payload,
             attempts=row.attempts,
             max_attempts=row.max_attempts,

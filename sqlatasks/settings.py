@@ -77,7 +77,9 @@ class Settings(BaseSettings):
         (), description="modules whose tasks this runner may run (repeatable)"
     )
     queues: Annotated[tuple[str, ...], NoDecode] = Field(
-        (), description="queues to serve (repeatable); all queues when none is given"
+        (),
+        description="queues to serve (repeatable), NAME or NAME=LIMIT for at most LIMIT "
+        "tasks of that queue at once per worker; all queues when none is given",
     )
     burst: bool = Field(False, description="exit once no task is due and none is running")
     shutdown_timeout: float = Field(
@@ -102,6 +104,28 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
+
+    @field_validator("queues")
+    @classmethod
+    def _queue_specs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for spec in value:
+            name, sep, limit = spec.partition("=")
+            if not name or (sep and not (limit.isdigit() and int(limit) >= 1)):
+                raise ValueError(f"a queue is NAME or NAME=LIMIT with LIMIT >= 1, not {spec!r}")
+        return value
+
+    @property
+    def queue_names(self) -> tuple[str, ...]:
+        return tuple(spec.partition("=")[0] for spec in self.queues)
+
+    @property
+    def queue_caps(self) -> dict[str, int]:
+        """Per-worker limits of the queues given as NAME=LIMIT."""
+        return {
+            name: int(limit)
+            for name, sep, limit in (spec.partition("=") for spec in self.queues)
+            if sep
+        }
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -86,7 +86,8 @@ async def _run(settings: Settings, slot: int, heartbeat: Path) -> WorkerExit:
     policy = ClaimPolicy(
         worker_id=worker_id,
         concurrency=settings.concurrency,
-        queues=settings.queues,
+        queues=settings.queue_names,
+        queue_caps=settings.queue_caps,
         lease_seconds=settings.lease_seconds(longest),
         idle_sleep=settings.idle_sleep,
         shutdown_timeout=settings.shutdown_timeout,
