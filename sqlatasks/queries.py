@@ -261,6 +261,99 @@ async def task_payloads(conn: AsyncConnection, task_name: str) -> list[str]:
     return list((await conn.execute(_LIST, {"name": task_name})).scalars())
 
 
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    queue: str
+    due: int
+    scheduled: int
+    running: int
+    failed: int
+    oldest_due_seconds: float | None
+    """Age of the oldest due task (how long it has waited past its due time)."""
+
+
+_STATS = text(f"""
+SELECT queue,
+       count(*) FILTER (WHERE failed_at IS NULL AND scheduled_at <= now()
+                        AND (locked_until IS NULL OR locked_until < now())) AS due,
+       count(*) FILTER (WHERE failed_at IS NULL AND scheduled_at > now()
+                        AND locked_until IS NULL) AS scheduled,
+       count(*) FILTER (WHERE failed_at IS NULL AND locked_until >= now()) AS running,
+       count(*) FILTER (WHERE failed_at IS NOT NULL) AS failed,
+       extract(epoch FROM now() - min(scheduled_at) FILTER (
+           WHERE failed_at IS NULL AND scheduled_at <= now()
+             AND (locked_until IS NULL OR locked_until < now())))::float8 AS oldest_due_seconds
+FROM {TABLE_NAME}
+GROUP BY queue
+ORDER BY queue
+""")
+
+
+async def queue_stats(conn: AsyncConnection) -> list[QueueStats]:
+    return [QueueStats(*row) for row in await conn.execute(_STATS)]
+
+
+@dataclass(frozen=True, slots=True)
+class FailedTask:
+    id: int
+    task_name: str
+    queue: str
+    attempts: int
+    failed_at: datetime
+    last_error: str | None
+
+
+_FAILED = text(f"""
+SELECT id, task_name, queue, attempts, failed_at, last_error FROM {TABLE_NAME}
+WHERE failed_at IS NOT NULL
+  AND (CAST(:queue AS text) IS NULL OR queue = :queue)
+  AND (CAST(:task_name AS text) IS NULL OR task_name = :task_name)
+ORDER BY failed_at DESC, id DESC
+LIMIT :limit
+""")
+
+
+async def failed_list(
+    conn: AsyncConnection, *, queue: str | None, task_name: str | None, limit: int
+) -> list[FailedTask]:
+    found = await conn.execute(_FAILED, {"queue": queue, "task_name": task_name, "limit": limit})
+    return [FailedTask(*row) for row in found]
+
+
+_RETRY_FAILED = text(f"""
+UPDATE {TABLE_NAME}
+SET failed_at = NULL, attempts = 0, scheduled_at = now()   -- a fresh start, max_attempts anew
+WHERE failed_at IS NOT NULL AND (CAST(:ids AS bigint[]) IS NULL OR id = ANY(:ids))
+""")
+_DELETE_FAILED = text(f"""
+DELETE FROM {TABLE_NAME}
+WHERE failed_at IS NOT NULL AND (CAST(:ids AS bigint[]) IS NULL OR id = ANY(:ids))
+""")
+
+
+async def failed_retry(conn: AsyncConnection, ids: Sequence[int] | None) -> int:
+    """Make parked tasks due again (all of them when `ids` is None)."""
+    result = await conn.execute(_RETRY_FAILED, {"ids": None if ids is None else list(ids)})
+    return result.rowcount
+
+
+async def failed_delete(conn: AsyncConnection, ids: Sequence[int] | None) -> int:
+    """Delete parked tasks (all of them when `ids` is None)."""
+    result = await conn.execute(_DELETE_FAILED, {"ids": None if ids is None else list(ids)})
+    return result.rowcount
+
+
+_CANCEL = text(f"""
+DELETE FROM {TABLE_NAME}
+WHERE id = :id AND (locked_until IS NULL OR locked_until < now())   -- not while it runs
+""")
+
+
+async def task_cancel(conn: AsyncConnection, task_id: int) -> bool:
+    """Delete a task that is not running; whether it was deleted."""
+    return bool((await conn.execute(_CANCEL, {"id": task_id})).rowcount)
+
+
 async def connection_name(conn: AsyncConnection, name: str) -> None:
     """Label the session in pg_stat_activity (application_name), for operators and tests."""
     await conn.execute(text("SELECT set_config('application_name', :name, false)"), {"name": name})

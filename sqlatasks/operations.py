@@ -1,0 +1,60 @@
+"""What an operator does with the queue: look at it, and deal with failed tasks.
+
+Every function takes the application's `AsyncSession` and works in its transaction: nothing is
+committed here. The command line (`python -m sqlatasks status | failed | retry | cancel |
+purge`) calls the same functions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from sqlatasks import queries
+from sqlatasks.queries import FailedTask, QueueStats
+
+__all__ = [
+    "FailedTask",
+    "QueueStats",
+    "cancel",
+    "delete_failed",
+    "failed_tasks",
+    "queue_stats",
+    "retry_failed",
+]
+
+
+async def queue_stats(session: AsyncSession) -> list[QueueStats]:
+    """Per queue: due, scheduled, running and failed counts, and the oldest due task's wait."""
+    return await queries.queue_stats(await session.connection())
+
+
+async def failed_tasks(
+    session: AsyncSession,
+    *,
+    queue: str | None = None,
+    task_name: str | None = None,
+    limit: int = 100,
+) -> list[FailedTask]:
+    """Parked tasks, newest failure first."""
+    return await queries.failed_list(
+        await session.connection(), queue=queue, task_name=task_name, limit=limit
+    )
+
+
+async def retry_failed(session: AsyncSession, ids: Sequence[int] | Literal["all"]) -> int:
+    """Make parked tasks due now, with their attempts reset; the number retried."""
+    return await queries.failed_retry(await session.connection(), None if ids == "all" else ids)
+
+
+async def delete_failed(session: AsyncSession, ids: Sequence[int] | Literal["all"]) -> int:
+    """Delete parked tasks; the number deleted."""
+    return await queries.failed_delete(await session.connection(), None if ids == "all" else ids)
+
+
+async def cancel(session: AsyncSession, task_id: int) -> bool:
+    """Delete a task that is queued, scheduled or parked; False if there is none, or if it is
+    running right now (a running task is not interrupted: it finishes or fails as usual)."""
+    return await queries.task_cancel(await session.connection(), task_id)
