@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from sqlatasks import errors, queries
 from sqlatasks.connection import HeldConnection
-from sqlatasks.execution import Completed, Failed, Outcome, Released, Snoozed
+from sqlatasks.execution import Cancelled, Completed, Failed, Outcome, Released, Snoozed
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ class Completer:
 
 async def write_outcomes(conn: AsyncConnection, batch: Sequence[Outcome]) -> int:
     """Write a batch of outcomes, one statement per kind; the number of rows changed."""
-    acks = [(o.task.id, o.task.lease_token) for o in batch if isinstance(o, Completed)]
+    acks = [(o.task.id, o.task.lease_token) for o in batch if isinstance(o, Completed | Cancelled)]
     failures = [
         queries.Failure(o.task.id, o.task.lease_token, o.error, o.retry_in)
         for o in batch

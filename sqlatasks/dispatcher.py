@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlatasks import errors, execution, queries
 from sqlatasks.completer import Completer
 from sqlatasks.connection import HeldConnection
-from sqlatasks.execution import Failed, Limits, Released
+from sqlatasks.execution import Cancelled, Failed, Limits, Released
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,7 @@ class Dispatcher:
         self._limits = limits
         self._running: dict[int, queries.ClaimedTask] = {}
         self._deadlines: dict[int, float] = {}
+        self._cancellable: dict[int, anyio.CancelScope] = {}
         self._wakeup = Wakeup()
         self._stopping = False
         self.stop_reason: str | None = None
@@ -171,10 +172,27 @@ class Dispatcher:
                 raise
         return claimed
 
+    def cancel_running(self, payload: str) -> None:
+        """Interrupt the running task whose id is `payload`, if it runs here."""
+        scope = self._cancellable.get(int(payload)) if payload.isdigit() else None
+        if scope is not None:
+            scope.cancel()
+
     async def _execute(self, claimed: queries.ClaimedTask) -> None:
-        outcome = await execution.execute(
-            claimed, self._limits, on_start=partial(self._deadlines.__setitem__, claimed.id)
-        )
+        outcome: execution.Outcome
+        with anyio.CancelScope() as cancellable:  # an operator's cancel, by NOTIFY
+            self._cancellable[claimed.id] = cancellable
+            try:
+                outcome = await execution.execute(
+                    claimed,
+                    self._limits,
+                    on_start=partial(self._deadlines.__setitem__, claimed.id),
+                )
+            finally:
+                del self._cancellable[claimed.id]
+        if cancellable.cancel_called:
+            outcome = Cancelled(claimed)
+            log.info("task %d %s cancelled while running", claimed.id, claimed.task_name)
         del self._running[claimed.id]
         self._deadlines.pop(claimed.id, None)
         self._completer.submit(outcome)

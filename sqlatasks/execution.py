@@ -50,7 +50,14 @@ class Snoozed:
     after: float
 
 
-Outcome = Completed | Failed | Released | Snoozed
+@dataclass(frozen=True, slots=True)
+class Cancelled:
+    """An operator cancelled the running task: delete its row, like a success."""
+
+    task: ClaimedTask
+
+
+Outcome = Completed | Failed | Released | Snoozed | Cancelled
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,14 +1,15 @@
 """LISTEN/NOTIFY wake-ups: the only driver-specific module.
 
-Holds one asyncpg connection that LISTENs on the channel the insert trigger notifies, and calls
-`wake()` for every notification. A lost connection is reconnected with backoff; while it is
-down, workers still poll every idle sleep, so tasks keep moving, only with more latency.
+Holds one asyncpg connection that LISTENs on the channel the insert trigger notifies (wake an
+idle worker) and on the cancellation channel (interrupt a running task). A lost connection is
+reconnected with backoff; while it is down, workers still poll every idle sleep, so tasks keep
+moving, only with more latency.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import anyio
@@ -28,16 +29,21 @@ def asyncpg_dsn(database_url: str) -> str:
 
 
 async def listen(
-    database_url: str, channel: str, wake: Callable[[], None], name: str = "sqlatasks listener"
+    database_url: str,
+    channels: Mapping[str, Callable[[str], None]],
+    *,
+    on_connect: Callable[[], None],
+    name: str = "sqlatasks listener",
 ) -> None:
-    """Call `wake` on every NOTIFY to `channel`, for ever, reconnecting when the link drops.
+    """Call `channels[channel](payload)` on every NOTIFY, for ever, reconnecting when the link
+    drops; `on_connect()` after each (re)connection, for whatever was missed meanwhile.
 
     `name` labels the connection in pg_stat_activity (application_name).
     """
     delay = 0.5
     while True:
         try:
-            await _listen_once(asyncpg_dsn(database_url), channel, wake, name)
+            await _listen_once(asyncpg_dsn(database_url), channels, on_connect, name)
             delay = 0.5
             log.warning("LISTEN connection lost; reconnecting (polling meanwhile)")
             await anyio.sleep(delay)
@@ -52,18 +58,24 @@ async def listen(
             delay = min(delay * 2, RETRY_MAX)
 
 
-async def _listen_once(dsn: str, channel: str, wake: Callable[[], None], name: str) -> None:
+async def _listen_once(
+    dsn: str,
+    channels: Mapping[str, Callable[[str], None]],
+    on_connect: Callable[[], None],
+    name: str,
+) -> None:
     """Listen until the connection is lost."""
     conn = await asyncpg.connect(dsn, server_settings={"application_name": name})
     lost = anyio.Event()
 
-    def on_notify(*_: Any) -> None:
-        wake()
+    def on_notify(_conn: Any, _pid: int, channel: str, payload: str) -> None:
+        channels[channel](payload)
 
     conn.add_termination_listener(lambda _conn: lost.set())
     try:
-        await conn.add_listener(channel, on_notify)
-        wake()  # anything inserted while we were not listening
+        for channel in channels:
+            await conn.add_listener(channel, on_notify)
+        on_connect()
         while not conn.is_closed():
             with anyio.move_on_after(KEEPALIVE):
                 await lost.wait()

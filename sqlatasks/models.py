@@ -31,6 +31,7 @@ CLAIM_INDEX_NAME = "sqlatasks_tasks_claim_idx"
 SCHEMA_VERSION = 1  # the migration version this mapping matches
 SCHEMA_COMMENT_PREFIX = "sqlatasks schema version "
 NOTIFY_CHANNEL = "sqlatasks"  # the v1 trigger notifies this channel on every insert
+CANCEL_CHANNEL = "sqlatasks_cancel"  # payload: the id of a running task to interrupt
 
 
 class JsonText(TypeDecorator[Any]):

@@ -54,7 +54,11 @@ async def delete_failed(session: AsyncSession, ids: Sequence[int] | Literal["all
     return await queries.failed_delete(await session.connection(), None if ids == "all" else ids)
 
 
-async def cancel(session: AsyncSession, task_id: int) -> bool:
-    """Delete a task that is queued, scheduled or parked; False if there is none, or if it is
-    running right now (a running task is not interrupted: it finishes or fails as usual)."""
+async def cancel(
+    session: AsyncSession, task_id: int
+) -> Literal["deleted", "cancelling", "missing"]:
+    """Cancel a task: "deleted" if it was queued, scheduled or parked; "cancelling" if it is
+    running: when the session commits, its worker is told (NOTIFY) to interrupt it and delete
+    it. Cooperative: a worker that misses the notice (its LISTEN connection is down) lets the
+    task finish as usual."""
     return await queries.task_cancel(await session.connection(), task_id)

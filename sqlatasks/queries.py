@@ -11,13 +11,13 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import func, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.sql.elements import ColumnElement, TextClause
 
-from sqlatasks.models import TABLE_NAME
+from sqlatasks.models import CANCEL_CHANNEL, TABLE_NAME
 
 COPY_COLUMNS = ("task_name", "queue", "priority", "max_attempts", "payload")
 
@@ -349,9 +349,23 @@ WHERE id = :id AND (locked_until IS NULL OR locked_until < now())   -- not while
 """)
 
 
-async def task_cancel(conn: AsyncConnection, task_id: int) -> bool:
-    """Delete a task that is not running; whether it was deleted."""
-    return bool((await conn.execute(_CANCEL, {"id": task_id})).rowcount)
+_CANCEL_RUNNING = text(f"""
+SELECT pg_notify('{CANCEL_CHANNEL}', id::text)    -- sent when the caller commits
+FROM {TABLE_NAME}
+WHERE id = :id AND locked_until >= now()
+""")
+
+
+async def task_cancel(
+    conn: AsyncConnection, task_id: int
+) -> Literal["deleted", "cancelling", "missing"]:
+    """Delete a task that is not running; ask the worker running it to interrupt it (by
+    NOTIFY, on commit), which then deletes it."""
+    if (await conn.execute(_CANCEL, {"id": task_id})).rowcount:
+        return "deleted"
+    if (await conn.execute(_CANCEL_RUNNING, {"id": task_id})).first() is not None:
+        return "cancelling"
+    return "missing"
 
 
 async def connection_name(conn: AsyncConnection, name: str) -> None:

@@ -17,6 +17,7 @@ import os
 import signal
 import socket
 import uuid
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -28,7 +29,7 @@ from sqlatasks import listener, registry
 from sqlatasks.completer import Completer
 from sqlatasks.dispatcher import ClaimPolicy, Dispatcher
 from sqlatasks.execution import Limits
-from sqlatasks.models import NOTIFY_CHANNEL
+from sqlatasks.models import CANCEL_CHANNEL, NOTIFY_CHANNEL
 from sqlatasks.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -119,12 +120,18 @@ async def _run(settings: Settings, slot: int, heartbeat: Path) -> WorkerExit:
                 _heartbeat, heartbeat, worker_id, settings.check_interval, dispatcher
             )
             if settings.notify:
+                channels = {
+                    NOTIFY_CHANNEL: lambda _payload: dispatcher.wake(),
+                    CANCEL_CHANNEL: dispatcher.cancel_running,
+                }
                 services.start_soon(
-                    listener.listen,
-                    settings.database_url,
-                    NOTIFY_CHANNEL,
-                    dispatcher.wake,
-                    f"sqlatasks listener {worker_id}",
+                    partial(
+                        listener.listen,
+                        settings.database_url,
+                        channels,
+                        on_connect=dispatcher.wake,
+                        name=f"sqlatasks listener {worker_id}",
+                    )
                 )
             log.info("started: %s, %d slots", worker_id, settings.concurrency)
             async with anyio.create_task_group() as core:

@@ -63,9 +63,10 @@ async def test_stats_failed_retry_delete_cancel(session: AsyncSession) -> None:
     assert await operations.delete_failed(session, "all") == 2
     assert await operations.failed_tasks(session) == []
 
-    assert await operations.cancel(session, ids["scheduled"][0]) is True
-    assert await operations.cancel(session, ids["running"][0]) is False  # it runs: left alone
-    assert await operations.cancel(session, 10**12) is False
+    assert await operations.cancel(session, ids["scheduled"][0]) == "deleted"
+    assert await operations.cancel(session, ids["running"][0]) == "cancelling"  # by NOTIFY
+    assert await operations.cancel(session, 10**12) == "missing"
+    assert await count_rows(session, ids["running"][0]) == 1  # its worker deletes it
 
 
 def cli(*args: str, url: str | None) -> subprocess.CompletedProcess[str]:
@@ -100,7 +101,7 @@ async def test_the_command_line(db_url: str, engine: AsyncEngine) -> None:
         "retried": 1
     }
     assert cli("purge", "--all", url=db_url).stdout.split() == ["deleted", "2"]
-    assert cli("cancel", str(ids["due"][0]), url=db_url).stdout.split() == ["cancelled", "True"]
+    assert cli("cancel", str(ids["due"][0]), url=db_url).stdout.split() == ["cancelled", "deleted"]
     assert await count_tasks(engine) == 5
 
     missing = cli("purge", url=db_url)
@@ -113,3 +114,10 @@ async def test_the_command_line(db_url: str, engine: AsyncEngine) -> None:
     assert down.returncode == 1
     assert down.stderr.startswith("python -m sqlatasks: database error:")
     assert len(down.stderr.splitlines()) == 1
+
+
+async def count_rows(session: AsyncSession, task_id: int) -> int:
+    found = await session.execute(
+        text("SELECT count(*) FROM sqlatasks_tasks WHERE id = :id"), {"id": task_id}
+    )
+    return int(found.scalar_one())

@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
-from sqlatasks import Task, enqueue_many
+from sqlatasks import Task, enqueue_many, operations
 from tests import runner_tasks
 from tests.conftest import count_tasks
 from tests.processes import Runner, ledger_entries, now, peak_concurrency, wait_for_entries
@@ -143,7 +143,9 @@ async def test_retry_delay_spaces_the_attempts_and_max_attempts_parks(
     retried = [e.at for e in ledger_entries(ledger) if e.key == 1]
     assert len(retried) == 3  # start (fails), start, end
     assert retried[1] - retried[0] >= 0.5
-    assert await count_tasks(engine) == 1  # only the parked one is left
+    with anyio.fail_after(10):  # the retried task's ack follows its last ledger line
+        while await count_tasks(engine) != 1:  # only the parked one is left
+            await anyio.sleep(0.05)
 
 
 async def test_global_retry_delay_applies_without_a_task_one(
@@ -467,7 +469,9 @@ async def test_a_task_that_kills_its_process_is_retried_then_parked(
     assert parked.last_error.startswith("WorkerLost")
     ends = await wait_for_entries(ledger, "end", 3, timeout=60)
     assert {e.key for e in ends} == {10, 11, 12}  # the other tasks were not held hostage
-    assert await count_tasks(engine) == 1
+    with anyio.fail_after(10):  # their acks follow their last ledger lines
+        while await count_tasks(engine) != 1:
+            await anyio.sleep(0.05)
 
 
 async def test_after_the_whole_runner_is_killed_its_tasks_run_once_leases_expire(
@@ -509,3 +513,44 @@ async def test_retry_asks_for_a_later_run_without_counting_a_failure(
         while await count_tasks(engine):
             await anyio.sleep(0.05)
     assert "failed" not in runner.log()
+
+
+async def test_cancel_interrupts_a_running_task_and_deletes_it(
+    engine: AsyncEngine, start_runner: StartRunner, ledger: Path
+) -> None:
+    runner = start_runner("--workers", "1", "--concurrency", "2")
+    await runner.started(1)
+    await put(engine, runner_tasks.record, jobs(2, sleep=60))
+    await wait_for_entries(ledger, "start", 2)
+    target = (await row(engine, "(payload->>'key')::int = 0")).id
+    async with async_sessionmaker(engine)() as session, session.begin():
+        assert await operations.cancel(session, target) == "cancelling"
+    await runner.wait_for_log(f"task {target} tests.runner_tasks:record cancelled while running")
+    with anyio.fail_after(10):
+        while await count_tasks(engine, f"id = {target}"):
+            await anyio.sleep(0.05)
+    assert await count_tasks(engine, "locked_until > now()") == 1  # the other one runs on
+    assert not [e for e in ledger_entries(ledger) if e.event == "end"]
+
+
+async def test_cancel_racing_the_claim_loses_nothing_and_leaves_nothing(
+    engine: AsyncEngine, start_runner: StartRunner, ledger: Path
+) -> None:
+    runner = start_runner("--workers", "2", "--concurrency", "4")
+    await runner.started(2)
+    await put(engine, runner_tasks.record, jobs(60, sleep=0.3))
+    async with engine.connect() as conn:
+        ids = list(
+            (await conn.execute(text("SELECT id FROM sqlatasks_tasks ORDER BY id"))).scalars()
+        )
+    results = Counter()
+    for task_id in ids[::2]:  # cancel every other task while the workers claim them
+        async with async_sessionmaker(engine)() as session, session.begin():
+            results[await operations.cancel(session, task_id)] += 1
+    assert sum(results.values()) == 30
+    with anyio.fail_after(60):  # every task ends: run, deleted, or interrupted and deleted
+        while await count_tasks(engine):
+            await anyio.sleep(0.1)
+    ends = {e.key for e in ledger_entries(ledger) if e.event == "end"}
+    assert set(range(1, 60, 2)) <= ends  # nothing that was not cancelled was lost
+    assert "Traceback" not in runner.log()
