@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
-from benchmarks import database, enqueue_bulk, enqueue_single, measure, process, report
+from benchmarks import database, enqueue_bulk, enqueue_single, latency, measure, process, report
 from sqlatasks import errors
 
 Scenario = Callable[[str, bool], Coroutine[Any, Any, list[measure.Row]]]
@@ -17,6 +17,7 @@ SCENARIOS: dict[str, Scenario] = {
     "enqueue_single": enqueue_single.run,
     "enqueue_bulk": enqueue_bulk.run,
     "process": process.run,
+    "latency": latency.run,
 }
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import time
+
 from pydantic import BaseModel
 
 from sqlatasks import task
@@ -14,3 +17,18 @@ class Nothing(BaseModel):
 @task
 async def noop(data: Nothing) -> None:
     return None
+
+
+class Stamp(BaseModel):
+    key: int
+
+
+@task
+async def stamp(data: Stamp) -> None:
+    """Writes when it started, for the latency benchmark (one short O_APPEND write)."""
+    line = f"{data.key} {time.time():.6f}\n".encode()
+    fd = os.open(os.environ["SQLATASKS_BENCH_STAMPS"], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
