@@ -7,7 +7,16 @@ import asyncio
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
-from benchmarks import database, enqueue_bulk, enqueue_single, latency, measure, process, report
+from benchmarks import (
+    database,
+    enqueue_bulk,
+    enqueue_single,
+    latency,
+    measure,
+    notify_cost,
+    process,
+    report,
+)
 from sqlatasks import errors
 
 Scenario = Callable[[str, bool], Coroutine[Any, Any, list[measure.Row]]]
@@ -18,6 +27,7 @@ SCENARIOS: dict[str, Scenario] = {
     "enqueue_bulk": enqueue_bulk.run,
     "process": process.run,
     "latency": latency.run,
+    "notify_cost": notify_cost.run,
 }
 
 
