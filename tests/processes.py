@@ -16,8 +16,9 @@ from datetime import datetime
 from pathlib import Path
 
 import anyio
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, count_tasks
 
 _numbers = itertools.count()
 LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
@@ -138,3 +139,20 @@ def peak_concurrency(entries: list[Entry]) -> int:
 
 def now() -> float:
     return time.time()
+
+
+async def wait_for_tasks(
+    engine: AsyncEngine,
+    *,
+    exactly: int | None = None,
+    at_least: int | None = None,
+    where: str = "true",
+    timeout: float = 10,
+) -> int:
+    """Wait until the queue rows matching `where` number `exactly` (or `at_least`) so many."""
+    with anyio.fail_after(timeout):
+        while True:
+            count = await count_tasks(engine, where)
+            if count == exactly or (at_least is not None and count >= at_least):
+                return count
+            await anyio.sleep(0.05)

@@ -14,8 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from sqlatasks import enqueue_many
 from tests import runner_tasks
-from tests.conftest import count_tasks
-from tests.processes import Runner, now, wait_for_entries
+from tests.processes import Runner, now, wait_for_entries, wait_for_tasks
 
 pytestmark = pytest.mark.slow
 
@@ -80,9 +79,8 @@ async def test_cut_claim_and_completer_connections_lose_no_task(
         await anyio.sleep(0.3)
     ends = await wait_for_entries(tmp_path, "end", 300, timeout=120)
     assert set(Counter(e.key for e in ends)) == set(range(300))  # each ran, at least once
-    with anyio.fail_after(120):  # acks that were cut off are retried; leases never linger
-        while await count_tasks(engine):
-            await anyio.sleep(0.2)
+    # Acks that were cut off are retried; leases never linger.
+    await wait_for_tasks(engine, exactly=0, timeout=120)
     log = runner.log()
     assert "Traceback" not in log
     assert "worker-0 died" not in log

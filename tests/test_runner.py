@@ -19,7 +19,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlatasks import Task, enqueue_many, operations
 from tests import runner_tasks
 from tests.conftest import count_tasks
-from tests.processes import Runner, ledger_entries, now, peak_concurrency, wait_for_entries
+from tests.processes import (
+    Runner,
+    ledger_entries,
+    now,
+    peak_concurrency,
+    wait_for_entries,
+    wait_for_tasks,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -110,9 +117,9 @@ async def test_timeout_cancels_the_task(
     # @task(timeout=0.5) beats --task-timeout 1; the global one applies to `record`.
     assert "exceeded its 0.5 s limit" in runner.log()
     assert "exceeded its 1 s limit" in runner.log()
-    with anyio.fail_after(10):
-        while await count_tasks(engine, "attempts = 1 AND locked_until IS NULL") < 3:
-            await anyio.sleep(0.05)
+    await wait_for_tasks(
+        engine, at_least=3, where="attempts = 1 AND locked_until IS NULL", timeout=10
+    )
     for key in (0, 1, 2):
         failed = await row(engine, f"(payload->>'key')::int = {key}")
         assert failed.last_error.startswith("TimeoutError")
@@ -143,9 +150,8 @@ async def test_retry_delay_spaces_the_attempts_and_max_attempts_parks(
     retried = [e.at for e in ledger_entries(ledger) if e.key == 1]
     assert len(retried) == 3  # start (fails), start, end
     assert retried[1] - retried[0] >= 0.5
-    with anyio.fail_after(10):  # the retried task's ack follows its last ledger line
-        while await count_tasks(engine) != 1:  # only the parked one is left
-            await anyio.sleep(0.05)
+    # Only the parked one is left, once the retried task's ack follows its last ledger line.
+    await wait_for_tasks(engine, exactly=1, timeout=10)
 
 
 async def test_global_retry_delay_applies_without_a_task_one(
@@ -211,9 +217,7 @@ async def test_sigkill_mid_task_loses_nothing(
     ends = await wait_for_entries(ledger, "end", 12, timeout=60)
     assert {e.key for e in ends} == set(range(12))
     assert first.key in {e.key for e in ends if e.pid != first.pid}
-    with anyio.fail_after(10):
-        while await count_tasks(engine):
-            await anyio.sleep(0.05)
+    await wait_for_tasks(engine, exactly=0, timeout=10)
 
 
 async def test_sigstopped_worker_is_killed_and_replaced(
@@ -257,9 +261,7 @@ async def test_late_ack_after_a_lost_lease_changes_nothing(
     assert str(pid) not in still.locked_by
     ends = await wait_for_entries(ledger, "end", 2, timeout=30)
     assert sorted(e.pid == pid for e in ends) == [False, True]  # both ran; one ack counted
-    with anyio.fail_after(10):
-        while await count_tasks(engine):
-            await anyio.sleep(0.05)
+    await wait_for_tasks(engine, exactly=0, timeout=10)
     assert "Traceback" not in taker.log()
 
 
@@ -412,9 +414,7 @@ async def test_a_task_blocking_the_event_loop_gets_its_worker_killed(
     starts = [e for e in ledger_entries(ledger) if e.event == "start"]
     assert len(starts) == 2
     assert starts[0].pid != starts[1].pid
-    with anyio.fail_after(20):
-        while not await count_tasks(engine, "failed_at IS NOT NULL"):
-            await anyio.sleep(0.1)
+    await wait_for_tasks(engine, at_least=1, where="failed_at IS NOT NULL", timeout=20)
     parked = await row(engine)
     assert (parked.attempts, parked.locked_until) == (2, None)
     assert parked.last_error.startswith("WorkerLost")
@@ -430,9 +430,7 @@ async def test_a_task_ignoring_its_cancellation_gets_its_worker_killed(
     await runner.wait_for_log("worker-0 is hung", timeout=60)
     pids = await runner.started(2)
     assert pids[1] != pid
-    with anyio.fail_after(20):
-        while not await count_tasks(engine, "failed_at IS NOT NULL"):
-            await anyio.sleep(0.1)
+    await wait_for_tasks(engine, at_least=1, where="failed_at IS NOT NULL", timeout=20)
     assert (await row(engine)).last_error.startswith("WorkerLost")
     assert len([e for e in ledger_entries(ledger) if e.event == "start"]) == 1
 
@@ -461,17 +459,13 @@ async def test_a_task_that_kills_its_process_is_retried_then_parked(
     await put(engine, runner_tasks.kills_its_process, jobs(1))  # max_attempts 2
     await put(engine, runner_tasks.record, jobs(3, first=10))
     await runner.wait_for_log("died holding 1 tasks", count=2, timeout=60)
-    with anyio.fail_after(30):
-        while not await count_tasks(engine, "failed_at IS NOT NULL"):
-            await anyio.sleep(0.1)
+    await wait_for_tasks(engine, at_least=1, where="failed_at IS NOT NULL", timeout=30)
     parked = await row(engine, "failed_at IS NOT NULL")
     assert parked.attempts == 2
     assert parked.last_error.startswith("WorkerLost")
     ends = await wait_for_entries(ledger, "end", 3, timeout=60)
     assert {e.key for e in ends} == {10, 11, 12}  # the other tasks were not held hostage
-    with anyio.fail_after(10):  # their acks follow their last ledger lines
-        while await count_tasks(engine) != 1:
-            await anyio.sleep(0.05)
+    await wait_for_tasks(engine, exactly=1, timeout=10)  # acks follow the last ledger lines
 
 
 async def test_after_the_whole_runner_is_killed_its_tasks_run_once_leases_expire(
@@ -503,15 +497,12 @@ async def test_retry_asks_for_a_later_run_without_counting_a_failure(
     await put(engine, runner_tasks.not_yet, jobs(1))
     runner = start_runner("--workers", "1", "--idle-sleep", "0.2")
     first = (await wait_for_entries(ledger, "start", 1))[0]
-    with anyio.fail_after(10):
-        while await count_tasks(engine, "locked_until IS NULL AND attempts = 0") != 1:
-            await anyio.sleep(0.02)  # released, attempt uncounted, no error recorded
+    # Released, the attempt uncounted, no error recorded.
+    await wait_for_tasks(engine, exactly=1, where="locked_until IS NULL AND attempts = 0")
     assert (await row(engine)).last_error is None
     (end,) = await wait_for_entries(ledger, "end", 1, timeout=30)
     assert end.at - first.at >= 0.5
-    with anyio.fail_after(10):
-        while await count_tasks(engine):
-            await anyio.sleep(0.05)
+    await wait_for_tasks(engine, exactly=0, timeout=10)
     assert "failed" not in runner.log()
 
 
@@ -526,9 +517,7 @@ async def test_cancel_interrupts_a_running_task_and_deletes_it(
     async with async_sessionmaker(engine)() as session, session.begin():
         assert await operations.cancel(session, target) == "cancelling"
     await runner.wait_for_log(f"task {target} tests.runner_tasks:record cancelled while running")
-    with anyio.fail_after(10):
-        while await count_tasks(engine, f"id = {target}"):
-            await anyio.sleep(0.05)
+    await wait_for_tasks(engine, exactly=0, where=f"id = {target}", timeout=10)
     assert await count_tasks(engine, "locked_until > now()") == 1  # the other one runs on
     assert not [e for e in ledger_entries(ledger) if e.event == "end"]
 
@@ -548,9 +537,8 @@ async def test_cancel_racing_the_claim_loses_nothing_and_leaves_nothing(
         async with async_sessionmaker(engine)() as session, session.begin():
             results[await operations.cancel(session, task_id)] += 1
     assert sum(results.values()) == 30
-    with anyio.fail_after(60):  # every task ends: run, deleted, or interrupted and deleted
-        while await count_tasks(engine):
-            await anyio.sleep(0.1)
+    # Every task ends: run, deleted, or interrupted and deleted.
+    await wait_for_tasks(engine, exactly=0, timeout=60)
     ends = {e.key for e in ledger_entries(ledger) if e.event == "end"}
     assert set(range(1, 60, 2)) <= ends  # nothing that was not cancelled was lost
     assert "Traceback" not in runner.log()
