@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import uuid
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -157,20 +158,34 @@ class Dispatcher:
     async def _claim(self, plan: list[tuple[Sequence[str], int]]) -> list[queries.ClaimedTask]:
         # A claim is never cancelled half-way: its rows would stay leased to no one.
         claimed: list[queries.ClaimedTask] = []
+        tokens: list[uuid.UUID] = []
         with anyio.CancelScope(shield=True):
             try:
                 for queues, limit in plan:
+                    tokens.append(uuid.uuid4())
                     claimed += await queries.task_claim(
                         await self._connection.get(),
                         queues=queues,
                         limit=limit,
                         lease_seconds=self._policy.lease_seconds,
                         worker_id=self._policy.worker_id,
+                        token=tokens[-1],
                     )
             except (SQLAlchemyError, OSError):
                 await self._connection.discard()
+                await self._unclaim(tokens)
                 raise
         return claimed
+
+    async def _unclaim(self, tokens: list[uuid.UUID]) -> None:
+        """After a failed claim round, give back what it may have leased (a claim can commit
+        and still lose its answer); if that fails too, the leases expire."""
+        try:
+            with anyio.fail_after(10):
+                await queries.task_unclaim(await self._connection.get(), tokens)
+        except (SQLAlchemyError, OSError) as exc:
+            await self._connection.discard()
+            log.warning("could not give back a failed claim (%s)", errors.one_line(exc))
 
     def cancel_running(self, payload: str) -> None:
         """Interrupt the running task whose id is `payload`, if it runs here."""

@@ -120,9 +120,10 @@ async def task_claim(
     limit: int,
     lease_seconds: float,
     worker_id: str,
+    token: uuid.UUID,
 ) -> list[ClaimedTask]:
-    """Lease up to `limit` due tasks in one statement, oldest first within each priority."""
-    token = uuid.uuid4()
+    """Lease up to `limit` due tasks in one statement, oldest first within each priority,
+    under `token` (fresh for every claim)."""
     parameters = {"limit": limit, "lease": lease_seconds, "worker": worker_id, "token": token}
     if queues:
         result = await conn.execute(_CLAIM_QUEUES, {**parameters, "queues": list(queues)})
@@ -194,6 +195,19 @@ SET locked_until = NULL,
 FROM unnest(CAST(:ids AS bigint[]), CAST(:tokens AS uuid[])) AS held(id, token)
 WHERE t.id = held.id AND t.lease_token = held.token
 """)
+
+
+_UNCLAIM = text(f"""
+UPDATE {TABLE_NAME}
+SET locked_until = NULL, locked_by = NULL, lease_token = NULL, attempts = attempts - 1
+WHERE lease_token = ANY(CAST(:tokens AS uuid[]))
+""")
+
+
+async def task_unclaim(conn: AsyncConnection, tokens: Sequence[uuid.UUID]) -> int:
+    """Give back whatever claims under `tokens` leased (a claim whose answer was lost may still
+    have committed), due at once and with the attempt uncounted."""
+    return (await conn.execute(_UNCLAIM, {"tokens": list(tokens)})).rowcount
 
 
 async def task_release(conn: AsyncConnection, held: Sequence[tuple[int, uuid.UUID]]) -> int:

@@ -57,7 +57,12 @@ async def run_pending(
     outcomes: list[Outcome] = []
     for _ in range(max_rounds):
         claimed = await queries.task_claim(
-            conn, queues=(), limit=BATCH, lease_seconds=task_timeout + 60, worker_id=worker_id
+            conn,
+            queues=(),
+            limit=BATCH,
+            lease_seconds=task_timeout + 60,
+            worker_id=worker_id,
+            token=uuid.uuid4(),
         )
         if not claimed:
             break

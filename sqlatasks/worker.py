@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 WorkerExit = Literal["stopped", "drained", "orphaned"]
 STOP_NOW = signal.SIGUSR1
 """Sent by the supervisor on a second SIGTERM/SIGINT: interrupt running tasks and exit."""
+STATEMENT_TIMEOUT = 60.0
+"""Seconds any one claim or outcome statement may take."""
 COMPLETER_GRACE = 10.0
 """Seconds the completer keeps retrying buffered writes after the worker stops."""
 
@@ -107,7 +109,12 @@ async def _run(settings: Settings, slot: int, heartbeat: Path) -> WorkerExit:
         pool_size=2,
         max_overflow=1,
         isolation_level="AUTOCOMMIT",
-        connect_args={"server_settings": {"synchronous_commit": "off"}},
+        connect_args={
+            "server_settings": {"synchronous_commit": "off"},
+            # A claim or ack stuck on a lock or a silent network fails and is retried,
+            # rather than hang the loop that issued it.
+            "command_timeout": STATEMENT_TIMEOUT,
+        },
     )
     completer = Completer(
         engine, name=f"sqlatasks completer {worker_id}", give_up_after_close=COMPLETER_GRACE
