@@ -9,6 +9,7 @@ from typing import Any
 
 from benchmarks import (
     database,
+    depth,
     enqueue_bulk,
     enqueue_single,
     latency,
@@ -28,6 +29,7 @@ SCENARIOS: dict[str, Scenario] = {
     "process": process.run,
     "latency": latency.run,
     "notify_cost": notify_cost.run,
+    "depth": depth.run,
 }
 
 

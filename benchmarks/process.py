@@ -67,7 +67,7 @@ async def run(url: str, quick: bool) -> list[measure.Row]:
 
             await database.truncate(engine)
             await _fill(engine, tasks)
-            seconds = await _raw_drain(url, workers, concurrency)
+            seconds = await raw_drain(url, workers, concurrency)
             rows.append(measure.Row(raw_name, tasks, (seconds,)))
 
             await database.truncate(engine)
@@ -95,7 +95,9 @@ async def _fill(engine: AsyncEngine, tasks: int) -> None:
         await enqueue_many(session, noop, (Nothing(i=i) for i in range(tasks)))
 
 
-async def _raw_drain(url: str, connections: int, batch: int) -> float:
+async def raw_drain(url: str, connections: int, batch: int) -> float:
+    """Drain the queue with `connections` bare claim+delete loops; the seconds it took."""
+
     async def loop() -> None:
         conn = await database.raw_connection(url)
         try:

@@ -1,0 +1,113 @@
+"""`depth`: does draining slow down as the queue grows? 10,000 against 1,000,000 queued tasks.
+
+At each depth the queue is filled with no-op tasks (one COPY through `enqueue_many`, then
+ANALYZE, as autovacuum would), and two things take the first half of it, 20,000 at most, off
+the head: raw asyncpg claim+delete loops (2 connections x batch 50) and `python -m
+sqlatasks.runner --workers 2 --concurrency 50`, timed from the first worker's start. Rates are
+tasks gone per second; each runner row is compared with the raw loop at the same depth and
+with itself at the smaller depth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import time
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+
+from benchmarks import database, measure, process
+from benchmarks.noop import Nothing, noop
+from sqlatasks import enqueue_many
+from sqlatasks.models import TABLE_NAME
+
+DEPTHS, QUICK_DEPTHS = (10_000, 1_000_000), (2_000, 100_000)
+MOST = 20_000
+
+
+async def run(url: str, quick: bool) -> list[measure.Row]:
+    engine = create_async_engine(url)
+    rows: list[measure.Row] = []
+    try:
+        for depth in QUICK_DEPTHS if quick else DEPTHS:
+            take = min(depth // 2, MOST)
+            await _fill(engine, depth)
+            raw_name = f"raw claim+delete 2x50, {depth:,} queued"
+            rows.append(measure.Row(raw_name, take, (await _raw(url, engine, take),)))
+            await _fill(engine, depth)
+            done, elapsed = await _runner(url, engine, take)
+            smaller = [r.name for r in rows if r.name.startswith("runner")][:1]
+            rows.append(
+                measure.Row(
+                    f"runner 2x50, {depth:,} queued",
+                    done,
+                    (elapsed,),
+                    baselines=(raw_name, *smaller),
+                )
+            )
+            print(f"  depth {depth:,}: done", flush=True)
+    finally:
+        await database.truncate(engine)
+        await engine.dispose()
+    return rows
+
+
+async def _fill(engine: AsyncEngine, depth: int) -> None:
+    await database.truncate(engine)
+    async with async_sessionmaker(engine)() as session, session.begin():
+        await enqueue_many(session, noop, (Nothing(i=i) for i in range(depth)))
+    async with engine.connect() as conn:
+        await conn.execute(text(f"ANALYZE {TABLE_NAME}"))
+        await conn.commit()
+
+
+async def _count(engine: AsyncEngine) -> int:
+    async with engine.connect() as conn:
+        found = await conn.execute(text(f"SELECT count(*) FROM {TABLE_NAME}"))
+        return int(found.scalar_one())
+
+
+async def _raw(url: str, engine: AsyncEngine, take: int) -> float:
+    """Seconds for bare claim+delete loops to take `take` tasks off the head."""
+    before = await _count(engine)
+    drain = asyncio.ensure_future(process.raw_drain(url, 2, 50))
+    start = time.perf_counter()
+    try:
+        while before - await _count(engine) < take:  # noqa: ASYNC110 (polls the database)
+            await asyncio.sleep(0.01)
+        return time.perf_counter() - start
+    finally:
+        drain.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await drain
+
+
+async def _runner(url: str, engine: AsyncEngine, take: int) -> tuple[int, float]:
+    """(tasks taken, seconds) for the runner to take `take` tasks, from its first worker."""
+    command = [
+        sys.executable, "-m", "sqlatasks.runner", "--import", "benchmarks.noop",
+        "--workers", "2", "--concurrency", "50", "--log-level", "INFO",
+    ]  # fmt: skip
+    runner = await asyncio.create_subprocess_exec(
+        *command,
+        cwd=database.ROOT,
+        env={**os.environ, "SQLATASKS_DATABASE_URL": url},
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert runner.stderr is not None
+    try:
+        before = await _count(engine)
+        while b"sqlatasks.worker: started" not in await runner.stderr.readline():
+            pass
+        start = time.perf_counter()
+        while (gone := before - await _count(engine)) < take:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+        return gone, time.perf_counter() - start
+    finally:
+        runner.send_signal(signal.SIGTERM)
+        await runner.communicate()
