@@ -52,17 +52,25 @@ class Slot:
     retiring: bool = False
     crashes: int = 0
 
-    def pid(self) -> int | None:
+    def _fields(self) -> list[str]:
+        """pid, worker id, last beat (monotonic clock): written whole by the worker."""
         try:
-            return int(self.heartbeat.read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            return None
-
-    def heartbeat_age(self, now_wall: float) -> float | None:
-        try:
-            return now_wall - self.heartbeat.stat().st_mtime
+            return self.heartbeat.read_text().split()
         except OSError:
-            return None
+            return []
+
+    def pid(self) -> int | None:
+        fields = self._fields()
+        return int(fields[0]) if fields else None
+
+    def worker_id(self) -> str | None:
+        fields = self._fields()
+        return fields[1] if fields else None
+
+    def heartbeat_age(self) -> float | None:
+        """Seconds since the last beat; the monotonic clock is system-wide on Linux."""
+        fields = self._fields()
+        return time.monotonic() - float(fields[2]) if fields else None
 
 
 class Supervisor:
@@ -147,9 +155,8 @@ class Supervisor:
     async def _rescue(self, slot: Slot) -> None:
         """The worker is dead for sure (exited or killed): fail its leased tasks at once,
         rather than leave them until their leases expire."""
-        try:
-            worker_id = slot.heartbeat.read_text().split()[1]
-        except (OSError, IndexError):
+        worker_id = slot.worker_id()
+        if worker_id is None:
             return  # it never started, so it holds no lease
         try:
             async with self._engine.begin() as conn:
@@ -176,11 +183,11 @@ class Supervisor:
     async def _check_loop(self) -> None:
         while True:
             await anyio.sleep(self._settings.check_interval)
-            now, wall = anyio.current_time(), time.time()
+            now = anyio.current_time()
             for slot in self._slots:
                 if slot.scope is None:
                     continue
-                age = slot.heartbeat_age(wall)
+                age = slot.heartbeat_age()
                 running_for = now - slot.started_at
                 if age is None:
                     if running_for > STARTUP_GRACE:

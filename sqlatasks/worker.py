@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import socket
+import time
 import uuid
 from functools import partial
 from pathlib import Path
@@ -184,13 +185,13 @@ async def _heartbeat(
 ) -> None:
     """Prove this worker is sound; stop if the supervisor is gone.
 
-    The file holds this process's pid and worker id (for signals and lease clean-up); its
-    modification time is the heartbeat. A blocked loop stops touching it, and so does a loop
-    running a task that ignores its cancellation past its limit: either way the supervisor
-    kills the process before the task's lease can pass to another worker.
+    The file holds this process's pid and worker id (for signals and lease clean-up) and the
+    time of the last beat on the system-wide monotonic clock, which no NTP step moves. A
+    blocked loop stops beating, and so does a loop running a task that ignores its
+    cancellation past its limit: either way the supervisor kills the process before the
+    task's lease can pass to another worker.
     """
     parent = os.getppid()
-    path.write_text(f"{os.getpid()}\n{worker_id}\n")  # noqa: ASYNC240 (a tiny local file)
     while True:
         if os.getppid() != parent:
             log.warning("the supervisor is gone: stopping")
@@ -206,5 +207,12 @@ async def _heartbeat(
             )
             return
         with contextlib.suppress(OSError):  # a missed beat is the supervisor's call to judge
-            os.utime(path)
+            _beat(path, worker_id)
         await anyio.sleep(min(1.0, check_interval / 4))
+
+
+def _beat(path: Path, worker_id: str) -> None:
+    """Write the heartbeat file whole (write, then rename): a reader never sees half of it."""
+    fresh = path.with_suffix(".new")
+    fresh.write_text(f"{os.getpid()}\n{worker_id}\n{time.monotonic()!r}\n")
+    os.replace(fresh, path)
