@@ -18,11 +18,9 @@ import sys
 import time
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from benchmarks import database, measure, process
-from benchmarks.noop import Nothing, noop
-from sqlatasks import enqueue_many
 from sqlatasks.models import TABLE_NAME
 
 DEPTHS, QUICK_DEPTHS = (10_000, 1_000_000), (2_000, 100_000)
@@ -58,8 +56,7 @@ async def run(url: str, quick: bool) -> list[measure.Row]:
 
 async def _fill(engine: AsyncEngine, depth: int) -> None:
     await database.truncate(engine)
-    async with async_sessionmaker(engine)() as session, session.begin():
-        await enqueue_many(session, noop, (Nothing(i=i) for i in range(depth)))
+    await process.fill(engine, depth)
     async with engine.connect() as conn:
         await conn.execute(text(f"ANALYZE {TABLE_NAME}"))
         await conn.commit()

@@ -66,12 +66,12 @@ async def run(url: str, quick: bool) -> list[measure.Row]:
             raw_name = f"raw asyncpg claim+delete, {workers} conn x batch {concurrency}"
 
             await database.truncate(engine)
-            await _fill(engine, tasks)
+            await fill(engine, tasks)
             seconds = await raw_drain(url, workers, concurrency)
             rows.append(measure.Row(raw_name, tasks, (seconds,)))
 
             await database.truncate(engine)
-            await _fill(engine, tasks)
+            await fill(engine, tasks)
             seconds, startup = await _runner_drain(url, workers, concurrency)
             rows.append(
                 measure.Row(
@@ -89,7 +89,8 @@ async def run(url: str, quick: bool) -> list[measure.Row]:
     return rows
 
 
-async def _fill(engine: AsyncEngine, tasks: int) -> None:
+async def fill(engine: AsyncEngine, tasks: int) -> None:
+    """Queue `tasks` no-op tasks with one enqueue_many."""
     sessions = async_sessionmaker(engine)
     async with sessions() as session, session.begin():
         await enqueue_many(session, noop, (Nothing(i=i) for i in range(tasks)))

@@ -53,7 +53,7 @@ class Completer:
             try:
                 await self._drain()
             finally:
-                await self._connection.aclose()
+                await self._connection.close()
 
     async def _drain(self) -> None:
         async for first in self._receive:
@@ -117,7 +117,7 @@ class Completer:
         try:
             written = await write_outcomes(await self._connection.get(), batch)
         except (SQLAlchemyError, OSError):
-            await self._connection.discard()
+            await self._connection.close()
             raise
         if written < len(batch):
             log.warning(

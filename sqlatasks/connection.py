@@ -22,7 +22,7 @@ class HeldConnection:
         self._connection: AsyncConnection | None = None
 
     async def get(self) -> AsyncConnection:
-        """The held connection, opened on first use or after `discard()`."""
+        """The held connection, opened on first use or after `close()`."""
         if self._connection is None:
             connection = await self._engine.connect()
             try:
@@ -34,8 +34,9 @@ class HeldConnection:
             self._connection = connection
         return self._connection
 
-    async def discard(self) -> None:
-        """Drop the connection after an error; the next `get()` opens a fresh one."""
+    async def close(self) -> None:
+        """Close the held connection (after an error, or at the end); the next `get()` opens a
+        fresh one."""
         connection, self._connection = self._connection, None
         if connection is not None:
             # It is broken already, most likely: closing it may fail, and the pool replaces it.
@@ -45,6 +46,3 @@ class HeldConnection:
                 contextlib.suppress(SQLAlchemyError, OSError),
             ):
                 await connection.close()
-
-    async def aclose(self) -> None:
-        await self.discard()

@@ -101,7 +101,7 @@ class Dispatcher:
             try:
                 await self._claim_loop(executions)
             finally:
-                await self._connection.aclose()
+                await self._connection.close()
             with anyio.move_on_after(self._policy.shutdown_timeout):
                 while self._running:
                     await self._wakeup.wait(math.inf)
@@ -172,7 +172,7 @@ class Dispatcher:
                         token=tokens[-1],
                     )
             except (SQLAlchemyError, OSError):
-                await self._connection.discard()
+                await self._connection.close()
                 await self._unclaim(tokens)
                 raise
         return claimed
@@ -184,7 +184,7 @@ class Dispatcher:
             with anyio.fail_after(10):
                 await queries.task_unclaim(await self._connection.get(), tokens)
         except (SQLAlchemyError, OSError) as exc:
-            await self._connection.discard()
+            await self._connection.close()
             log.warning("could not give back a failed claim (%s)", errors.one_line(exc))
 
     def cancel_running(self, payload: str) -> None:

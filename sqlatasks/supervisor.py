@@ -48,7 +48,6 @@ class Slot:
     heartbeat: Path
     started_at: float = 0.0
     scope: anyio.CancelScope | None = None
-    killed_as_hung: bool = False
     retiring: bool = False
     crashes: int = 0
 
@@ -111,7 +110,6 @@ class Supervisor:
         while not self._stopping:
             slot.heartbeat.unlink(missing_ok=True)
             slot.started_at = anyio.current_time()
-            slot.killed_as_hung = False
             result = None
             reusable = False  # did the worker function end, leaving its process in the pool?
             with anyio.CancelScope() as slot.scope:
@@ -197,7 +195,6 @@ class Supervisor:
 
     def _kill_hung(self, slot: Slot, why: str) -> None:
         log.error("worker-%d is hung (%s): killing it", slot.index, why)
-        slot.killed_as_hung = True
         if slot.scope is not None:
             slot.scope.cancel()
 
