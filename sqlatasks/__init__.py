@@ -10,6 +10,7 @@
 Run the service with `python -m sqlatasks.runner --import myapp.tasks`.
 """
 
+from sqlatasks.context import TaskRun, current_task
 from sqlatasks.enqueue import enqueue, enqueue_many
 from sqlatasks.errors import (
     ConfigurationError,
@@ -33,6 +34,8 @@ __all__ = [
     "TaskDefinitionError",
     "TaskNameTaken",
     "TaskNotRegistered",
+    "TaskRun",
+    "current_task",
     "enqueue",
     "enqueue_many",
     "task",

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import anyio
 
 from sqlatasks import errors, registry
+from sqlatasks.context import TaskRun, running
 from sqlatasks.queries import ClaimedTask
 
 ERROR_TAIL = 4000
@@ -97,7 +98,15 @@ async def execute(
     ends = anyio.current_time() + timeout
     if on_start is not None:
         on_start(ends)
-    with anyio.CancelScope(deadline=ends) as deadline:
+    run = TaskRun(
+        id=claimed.id,
+        task_name=claimed.task_name,
+        queue=claimed.queue,
+        attempt=claimed.attempts,
+        max_attempts=claimed.max_attempts,
+        lease_token=claimed.lease_token,
+    )
+    with anyio.CancelScope(deadline=ends) as deadline, running(run):
         try:
             await task.function(payload)
         except anyio.get_cancelled_exc_class():

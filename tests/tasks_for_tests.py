@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from sqlatasks import task
+from sqlatasks import TaskRun, current_task, task
 
 
 class Greeting(BaseModel):
@@ -29,3 +29,11 @@ async def greet_renamed(data: Greeting) -> None:
 @task(max_attempts=1)
 async def refuse(data: Greeting) -> None:
     raise ValueError(f"no greeting for {data.name}")
+
+
+seen_runs: list[TaskRun] = []
+
+
+@task
+async def introspect(data: Greeting) -> None:
+    seen_runs.append(current_task())

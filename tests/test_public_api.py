@@ -12,6 +12,8 @@ def test_all_is_the_public_api_sorted() -> None:
         "TaskDefinitionError",
         "TaskNameTaken",
         "TaskNotRegistered",
+        "TaskRun",
+        "current_task",
         "enqueue",
         "enqueue_many",
         "task",

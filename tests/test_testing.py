@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from sqlatasks import enqueue
+from sqlatasks import current_task, enqueue
 from sqlatasks.testing import Completed, Failed, enqueued, run_pending
-from tests.tasks_for_tests import Greeting, greet, greet_renamed, refuse
+from tests import tasks_for_tests
+from tests.tasks_for_tests import Greeting, greet, greet_renamed, introspect, refuse
 
 
 async def test_enqueued_lists_payloads_in_claim_order(session: AsyncSession) -> None:
@@ -41,3 +43,19 @@ async def test_run_pending_runs_due_tasks_and_writes_their_outcomes(
     ]
     assert await run_pending(session) == []  # nothing due is left
     assert sum(isinstance(o, Completed) for o in outcomes) == 2
+
+
+async def test_a_task_sees_its_own_run(session: AsyncSession) -> None:
+    rows = [enqueue(introspect, Greeting(name=n)) for n in "ab"]
+    session.add_all(rows)
+    await session.flush()
+    tasks_for_tests.seen_runs.clear()
+    outcomes = await run_pending(session)
+    runs = sorted(tasks_for_tests.seen_runs, key=lambda run: run.id)
+    assert [run.id for run in runs] == sorted(row.id for row in rows)
+    assert {run.lease_token for run in runs} == {o.task.lease_token for o in outcomes}
+    assert [(run.attempt, run.queue, run.task_name) for run in runs] == [
+        (1, "default", introspect.name)
+    ] * 2
+    with pytest.raises(LookupError, match="only available inside a task"):
+        current_task()
