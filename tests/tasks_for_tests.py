@@ -29,14 +29,3 @@ async def greet_renamed(data: Greeting) -> None:
 @task(max_attempts=1)
 async def refuse(data: Greeting) -> None:
     raise ValueError(f"no greeting for {data.name}")
-
-
-@task(retry_delay=0, max_attempts=3)
-async def refuse_thrice(data: Greeting) -> None:
-    raise ValueError(f"still no greeting for {data.name}")
-
-
-@task
-async def refuse_for_now(data: Greeting) -> None:
-    """No retry_delay or max_attempts of its own."""
-    raise ValueError(f"not now, {data.name}")

@@ -7,14 +7,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from sqlatasks import enqueue
 from sqlatasks.testing import Completed, Failed, enqueued, run_pending
-from tests.tasks_for_tests import (
-    Greeting,
-    greet,
-    greet_renamed,
-    refuse,
-    refuse_for_now,
-    refuse_thrice,
-)
+from tests.tasks_for_tests import Greeting, greet, greet_renamed, refuse
 
 
 async def test_enqueued_lists_payloads_in_claim_order(session: AsyncSession) -> None:
@@ -48,22 +41,3 @@ async def test_run_pending_runs_due_tasks_and_writes_their_outcomes(
     ]
     assert await run_pending(session) == []  # nothing due is left
     assert sum(isinstance(o, Completed) for o in outcomes) == 2
-
-
-async def test_run_pending_retries_a_zero_delay_at_once_until_it_parks(
-    session: AsyncSession,
-) -> None:
-    session.add(enqueue(refuse_thrice, Greeting(name="d")))  # retry_delay=0, max_attempts=3
-    outcomes = await run_pending(session)
-    assert all(isinstance(o, Failed) for o in outcomes)
-    assert [(o.task.attempts, o.retry_in) for o in outcomes] == [(1, 0), (2, 0), (3, None)]
-
-
-async def test_in_one_transaction_a_retry_delay_never_comes_due(session: AsyncSession) -> None:
-    session.add(enqueue(refuse_for_now, Greeting(name="e")))
-    (outcome,) = await run_pending(session, retry_delay=5)  # the runner's --retry-delay
-    assert isinstance(outcome, Failed)
-    assert outcome.retry_in == 5
-    # now() is the transaction's start time: within it, the task stays 5 s in the future.
-    assert await run_pending(session) == []
-    assert await enqueued(session, refuse_for_now) == [Greeting(name="e")]
