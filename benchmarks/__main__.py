@@ -17,6 +17,7 @@ from benchmarks import (
     notify_cost,
     process,
     report,
+    unique_cost,
 )
 from sqlatasks import errors
 
@@ -30,6 +31,7 @@ SCENARIOS: dict[str, Scenario] = {
     "latency": latency.run,
     "notify_cost": notify_cost.run,
     "depth": depth.run,
+    "unique_cost": unique_cost.run,
 }
 
 

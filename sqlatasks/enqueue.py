@@ -7,9 +7,10 @@ if the transaction (or the savepoint they were added in) rolls back, they never 
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from itertools import islice
+from typing import Any, Literal, TypeVar, get_args
 
 import pydantic
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -20,6 +21,8 @@ from sqlatasks.models import QueuedTask
 
 PayloadT = TypeVar("PayloadT", bound=pydantic.BaseModel)
 Delay = timedelta | float | int
+OnDuplicate = Literal["skip", "report"]
+UNIQUE_BATCH = 1000  # rows per INSERT when enqueue_many checks unique keys
 
 
 def enqueue(
@@ -30,12 +33,20 @@ def enqueue(
     priority: int | None = None,
     delay: Delay | None = None,
     run_at: datetime | None = None,
+    unique_key: str | None = None,
+    on_duplicate: OnDuplicate = "skip",
 ) -> QueuedTask:
     """A new queue row for `fn(payload)`, for the caller to `session.add()`.
 
     The payload is validated here; a wrong model or invalid values raise PayloadError before
     anything reaches the database. `delay` counts from the database's clock at insert time
     (the transaction's `now()`); `run_at` must be timezone-aware.
+
+    With `unique_key`, the task is added only if no live task (queued, scheduled or running;
+    not parked) holds the same key. Otherwise the row is a duplicate: after `session.flush()`
+    its `duplicate_of` is the live task's id (None when it was added). `on_duplicate="skip"`
+    deletes the duplicate at once; `"report"` keeps it parked as failed, with last_error
+    "duplicate of task N". Neither raises or disturbs the caller's transaction.
     """
     task = _task(fn)
     row = QueuedTask(
@@ -45,6 +56,10 @@ def enqueue(
         priority=_priority(task, priority),
         max_attempts=task.max_attempts,
     )
+    _check_on_duplicate(on_duplicate)
+    if unique_key is not None:
+        row.unique_key = _unique_key(unique_key)
+        row.on_duplicate = on_duplicate
     scheduled_at = _scheduled_at(delay, run_at)
     if scheduled_at is not None:
         row.scheduled_at = scheduled_at
@@ -60,16 +75,37 @@ async def enqueue_many(
     priority: int | None = None,
     delay: Delay | None = None,
     run_at: datetime | None = None,
+    unique_key: Callable[[PayloadT], str | None] | None = None,
+    on_duplicate: OnDuplicate = "skip",
 ) -> int:
     """Insert one task per payload in the session's transaction by COPY; returns the count.
 
     `payloads` may be any iterable, a generator included: rows stream to the server as they
     are produced, so a batch is never held in memory whole. A payload that fails validation
     raises PayloadError and aborts the COPY; the caller's transaction decides the rest.
+
+    `unique_key` maps each payload (as its validated model) to its key, or None for none; the
+    rules of `enqueue(unique_key=...)` apply row by row, earlier rows of the same batch
+    included. The count is then of tasks added: duplicates, skipped or reported, are not
+    counted. Keyed batches go by INSERT in chunks of UNIQUE_BATCH rows instead of COPY, so
+    that the count is exact.
     """
     task = _task(fn)
     queue_name, prio = _queue(task, queue), _priority(task, priority)
     seconds = _delay_seconds(delay, run_at)
+    _check_on_duplicate(on_duplicate)
+    if unique_key is not None:
+        return await _enqueue_unique(
+            session,
+            task,
+            payloads,
+            unique_key,
+            queue=queue_name,
+            priority=prio,
+            delay_seconds=seconds,
+            run_at=run_at,
+            on_duplicate=on_duplicate,
+        )
     fixed: tuple[Any, ...] = (task.name, queue_name, prio, task.max_attempts)
     count = 0
 
@@ -82,6 +118,53 @@ async def enqueue_many(
 
     await queries.task_copy(session, records, delay_seconds=seconds, run_at=run_at)
     return count
+
+
+async def _enqueue_unique(
+    session: AsyncSession,
+    task: tasks.Task[PayloadT],
+    payloads: Iterable[PayloadT | Mapping[str, Any]],
+    key_of: Callable[[PayloadT], str | None],
+    *,
+    queue: str,
+    priority: int,
+    delay_seconds: float | None,
+    run_at: datetime | None,
+    on_duplicate: OnDuplicate,
+) -> int:
+    def rows() -> Iterator[queries.KeyedRow]:
+        for payload in payloads:
+            text = task.dump(payload)  # validates
+            model = payload if isinstance(payload, task.model) else task.load(text)
+            key = key_of(model)
+            yield queries.KeyedRow(text, None if key is None else _unique_key(key))
+
+    added = 0
+    chunks = rows()
+    while chunk := list(islice(chunks, UNIQUE_BATCH)):
+        added += await queries.task_insert_keyed(
+            session,
+            chunk,
+            task_name=task.name,
+            queue=queue,
+            priority=priority,
+            max_attempts=task.max_attempts,
+            delay_seconds=delay_seconds,
+            run_at=run_at,
+            on_duplicate=on_duplicate,
+        )
+    return added
+
+
+def _unique_key(key: str) -> str:
+    if not isinstance(key, str) or not key:
+        raise ValueError("unique_key must be a non-empty string")
+    return key
+
+
+def _check_on_duplicate(on_duplicate: str) -> None:
+    if on_duplicate not in get_args(OnDuplicate):
+        raise ValueError(f'on_duplicate must be "skip" or "report", not {on_duplicate!r}')
 
 
 def _task(fn: tasks.Task[Any] | str) -> tasks.Task[Any]:

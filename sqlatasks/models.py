@@ -12,7 +12,9 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    CheckConstraint,
     Dialect,
+    FetchedValue,
     Identity,
     Index,
     Integer,
@@ -28,7 +30,8 @@ from sqlalchemy.types import TypeDecorator
 
 TABLE_NAME = "sqlatasks_tasks"
 CLAIM_INDEX_NAME = "sqlatasks_tasks_claim_idx"
-SCHEMA_VERSION = 1  # the migration version this mapping matches
+UNIQUE_KEY_INDEX_NAME = "sqlatasks_tasks_unique_key_idx"
+SCHEMA_VERSION = 2  # the migration version this mapping matches
 SCHEMA_COMMENT_PREFIX = "sqlatasks schema version "
 NOTIFY_CHANNEL = "sqlatasks"  # the v1 trigger notifies this channel on every insert
 CANCEL_CHANNEL = "sqlatasks_cancel"  # payload: the id of a running task to interrupt
@@ -62,7 +65,12 @@ class QueuedTask(Base):
     """
 
     __tablename__ = TABLE_NAME
-    __table_args__ = {"comment": f"{SCHEMA_COMMENT_PREFIX}{SCHEMA_VERSION}"}  # noqa: RUF012
+    __table_args__ = (
+        CheckConstraint(
+            "on_duplicate IN ('skip', 'report')", name="sqlatasks_tasks_on_duplicate_check"
+        ),
+        {"comment": f"{SCHEMA_COMMENT_PREFIX}{SCHEMA_VERSION}"},
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
     task_name: Mapped[str] = mapped_column(Text)
@@ -77,11 +85,20 @@ class QueuedTask(Base):
     locked_until: Mapped[datetime | None] = mapped_column(TIMESTAMP(timezone=True))
     locked_by: Mapped[str | None] = mapped_column(Text)
     lease_token: Mapped[uuid.UUID | None] = mapped_column(Uuid)
-    last_error: Mapped[str | None] = mapped_column(Text)
-    failed_at: Mapped[datetime | None] = mapped_column(TIMESTAMP(timezone=True))
+    # FetchedValue: the unique-key trigger may set these at insert (a duplicate is inserted
+    # parked); the ORM then reads them back in the INSERT's RETURNING instead of assuming NULL.
+    last_error: Mapped[str | None] = mapped_column(Text, server_default=FetchedValue())
+    failed_at: Mapped[datetime | None] = mapped_column(
+        TIMESTAMP(timezone=True), server_default=FetchedValue()
+    )
     created_at: Mapped[datetime] = mapped_column(
         TIMESTAMP(timezone=True), server_default=func.now()
     )
+    unique_key: Mapped[str | None] = mapped_column(Text)
+    on_duplicate: Mapped[str | None] = mapped_column(Text)
+    duplicate_of: Mapped[int | None] = mapped_column(BigInteger, server_default=FetchedValue())
+    """Set by the database at insert when a live task already held `unique_key`: that task's id.
+    Read it after `session.flush()`; None means this row was added."""
 
     def __repr__(self) -> str:
         return f"<QueuedTask id={self.id} {self.task_name} queue={self.queue!r}>"
@@ -93,4 +110,10 @@ Index(
     QueuedTask.scheduled_at,
     QueuedTask.id,
     postgresql_where=QueuedTask.failed_at.is_(None),
+)
+Index(
+    UNIQUE_KEY_INDEX_NAME,
+    QueuedTask.unique_key,
+    unique=True,
+    postgresql_where=QueuedTask.unique_key.isnot(None) & QueuedTask.failed_at.is_(None),
 )

@@ -45,7 +45,11 @@ async def failed_tasks(
 
 
 async def retry_failed(session: AsyncSession, ids: Sequence[int] | Literal["all"]) -> int:
-    """Make parked tasks due now, with their attempts reset; the number retried."""
+    """Make parked tasks due now, with their attempts reset; the number retried.
+
+    A parked task with a unique key is retried only if no live task holds its key (and of
+    several parked tasks sharing a key, only the oldest); the others stay parked. Never raises
+    for a taken key."""
     return await queries.failed_retry(await session.connection(), None if ids == "all" else ids)
 
 

@@ -72,6 +72,65 @@ async def task_copy(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class KeyedRow:
+    payload: str
+    """JSON text."""
+    unique_key: str | None
+
+
+_INSERT_KEYED = text(f"""
+WITH added AS (
+    INSERT INTO {TABLE_NAME} (task_name, queue, priority, max_attempts, scheduled_at,
+                              payload, unique_key, on_duplicate)
+    SELECT :task_name, :queue, :priority, :max_attempts,
+           coalesce(CAST(:run_at AS timestamptz),
+                    now() + make_interval(secs => coalesce(CAST(:delay AS float8), 0))),
+           CAST(row.payload AS jsonb), row.unique_key,
+           CASE WHEN row.unique_key IS NOT NULL THEN CAST(:on_duplicate AS text) END
+    -- ORDINALITY + ORDER BY: rows go in as given, so the first of a batch's duplicates wins
+    FROM unnest(CAST(:payloads AS text[]), CAST(:keys AS text[]))
+         WITH ORDINALITY AS row(payload, unique_key, n)
+    ORDER BY row.n
+    -- the insert trigger sets duplicate_of; a skipped duplicate is deleted after, yet returned
+    RETURNING duplicate_of
+)
+SELECT count(*) FILTER (WHERE duplicate_of IS NULL) FROM added
+""")
+
+
+async def task_insert_keyed(
+    session: AsyncSession,
+    rows: Sequence[KeyedRow],
+    *,
+    task_name: str,
+    queue: str,
+    priority: int,
+    max_attempts: int | None,
+    delay_seconds: float | None,
+    run_at: datetime | None,
+    on_duplicate: str,
+) -> int:
+    """Insert rows that may carry unique keys, in order, in the session's transaction; returns
+    how many were added (not duplicates). A delay counts from the transaction's `now()`."""
+    conn = await session.connection()
+    result = await conn.execute(
+        _INSERT_KEYED,
+        {
+            "task_name": task_name,
+            "queue": queue,
+            "priority": priority,
+            "max_attempts": max_attempts,
+            "run_at": run_at,
+            "delay": delay_seconds,
+            "on_duplicate": on_duplicate,
+            "payloads": [r.payload for r in rows],
+            "keys": [r.unique_key for r in rows],
+        },
+    )
+    return int(result.scalar_one())
+
+
 def _claim(queue_filter: str) -> TextClause:
     return text(f"""
 WITH due AS MATERIALIZED (
@@ -334,10 +393,31 @@ async def failed_list(
     return [FailedTask(*row) for row in found]
 
 
+_RETRY_FAILED_LOCK_KEYS = text(f"""
+-- The unique-key trigger's lock, per key among the tasks to retry (in key order, so two
+-- retries lock alike): no enqueue of these keys can commit between this and the UPDATE.
+SELECT pg_advisory_xact_lock(CAST('{TABLE_NAME}'::regclass AS oid)::integer, hashtext(key))
+FROM (
+    SELECT DISTINCT unique_key AS key FROM {TABLE_NAME}
+    WHERE failed_at IS NOT NULL AND unique_key IS NOT NULL
+      AND (CAST(:ids AS bigint[]) IS NULL OR id = ANY(:ids))
+    ORDER BY 1
+) AS keys
+""")
 _RETRY_FAILED = text(f"""
-UPDATE {TABLE_NAME}
-SET failed_at = NULL, attempts = 0, scheduled_at = now()   -- a fresh start, max_attempts anew
+UPDATE {TABLE_NAME} AS t
+SET failed_at = NULL, attempts = 0, scheduled_at = now(),   -- a fresh start, max_attempts anew
+    duplicate_of = NULL
 WHERE failed_at IS NOT NULL AND (CAST(:ids AS bigint[]) IS NULL OR id = ANY(:ids))
+  -- A keyed task is retried only if its key is free, and only the oldest of the parked tasks
+  -- sharing a key; the rest stay parked. (Run after the locks: a fresh snapshot sees every
+  -- task that holds a key now.)
+  AND (t.unique_key IS NULL OR (
+      NOT EXISTS (SELECT FROM {TABLE_NAME} AS live
+                  WHERE live.unique_key = t.unique_key AND live.failed_at IS NULL)
+      AND t.id = (SELECT min(same.id) FROM {TABLE_NAME} AS same
+                  WHERE same.unique_key = t.unique_key AND same.failed_at IS NOT NULL
+                    AND (CAST(:ids AS bigint[]) IS NULL OR same.id = ANY(:ids)))))
 """)
 _DELETE_FAILED = text(f"""
 DELETE FROM {TABLE_NAME}
@@ -346,9 +426,11 @@ WHERE failed_at IS NOT NULL AND (CAST(:ids AS bigint[]) IS NULL OR id = ANY(:ids
 
 
 async def failed_retry(conn: AsyncConnection, ids: Sequence[int] | None) -> int:
-    """Make parked tasks due again (all of them when `ids` is None)."""
-    result = await conn.execute(_RETRY_FAILED, {"ids": None if ids is None else list(ids)})
-    return result.rowcount
+    """Make parked tasks due again (all of them when `ids` is None), except keyed tasks whose
+    key another task holds; returns how many were retried."""
+    parameters = {"ids": None if ids is None else list(ids)}
+    await conn.execute(_RETRY_FAILED_LOCK_KEYS, parameters)
+    return (await conn.execute(_RETRY_FAILED, parameters)).rowcount
 
 
 async def failed_delete(conn: AsyncConnection, ids: Sequence[int] | None) -> int:

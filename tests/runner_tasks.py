@@ -129,3 +129,14 @@ async def not_yet(data: Job) -> None:
     if _first_time("snoozed", data):
         raise Retry(after=0.5)
     _ledger("end", data)
+
+
+@task
+async def until_released(data: Job) -> None:
+    """Runs until the test creates the file `release-<key>` in the ledger folder."""
+    _ledger("start", data)
+    marker = anyio.Path(os.environ["SQLATASKS_TEST_LEDGER"], f"release-{data.key}")
+    with anyio.fail_after(60):
+        while not await marker.exists():
+            await anyio.sleep(0.05)
+    _ledger("end", data)

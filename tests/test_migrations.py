@@ -60,10 +60,48 @@ async def test_table_is_tuned_for_a_queue(engine: AsyncEngine) -> None:
         comment = (
             await conn.execute(text("SELECT obj_description('sqlatasks_tasks'::regclass)"))
         ).scalar_one()
-    assert len(indexes) == 2  # the primary key and the one claim index
+    assert len(indexes) == 3  # the primary key, the claim index, the unique-key index
     assert any("(priority DESC, scheduled_at, id) WHERE (failed_at IS NULL)" in i for i in indexes)
+    assert any(
+        i.startswith("CREATE UNIQUE INDEX sqlatasks_tasks_unique_key_idx")
+        and "WHERE ((unique_key IS NOT NULL) AND (failed_at IS NULL))" in i
+        for i in indexes
+    )
     assert foreign_keys == 0
+    assert comment == "sqlatasks schema version 2"
+
+
+async def test_downgrade_to_v1_and_back(db_url: str, engine: AsyncEngine) -> None:
+    async def state() -> tuple[str, list[str], list[str]]:
+        async with engine.connect() as conn:
+            comment = (
+                await conn.execute(text("SELECT obj_description('sqlatasks_tasks'::regclass)"))
+            ).scalar_one()
+            columns = await conn.execute(
+                text(
+                    "SELECT column_name FROM information_schema.columns"
+                    " WHERE table_name = 'sqlatasks_tasks' ORDER BY ordinal_position"
+                )
+            )
+            functions = await conn.execute(
+                text("SELECT proname FROM pg_proc WHERE proname LIKE 'sqlatasks%' ORDER BY 1")
+            )
+            return comment, list(columns.scalars()), list(functions.scalars())
+
+    down = alembic(db_url, "downgrade", "0001_sqlatasks_v1")
+    assert down.returncode == 0, down.stderr
+    comment, columns, functions = await state()
     assert comment == "sqlatasks schema version 1"
+    assert not {"unique_key", "on_duplicate", "duplicate_of"} & set(columns)
+    assert functions == ["sqlatasks_notify"]
+    up = alembic(db_url, "upgrade", "head")
+    assert up.returncode == 0, up.stderr
+    comment, columns, functions = await state()
+    assert comment == "sqlatasks schema version 2"
+    assert columns[-3:] == ["unique_key", "on_duplicate", "duplicate_of"]
+    assert functions == ["sqlatasks_notify", "sqlatasks_unique_check", "sqlatasks_unique_skip"]
+    async with engine.connect() as conn:
+        assert await conn.run_sync(_diff) == []
 
 
 async def test_downgrade_then_upgrade_round_trips(db_url: str, engine: AsyncEngine) -> None:

@@ -1,9 +1,9 @@
 """The queue table's DDL, frozen per schema version and callable from any alembic revision.
 
 An application with its own alembic history adds one revision that calls `upgrade(version=1)`
-(and `downgrade(version=0)` on the way down); later schema versions will be added as new
-numbered modules, each applied in order. The applied version is recorded in the table's
-comment, so `upgrade()` skips what is already there.
+(and `downgrade(version=0)` on the way down), and one per later version (`upgrade(version=2)`,
+`downgrade(version=1)`); each version is a numbered module, applied in order. The applied
+version is recorded in the table's comment, so `upgrade()` skips what is already there.
 
     from sqlatasks import migrations
 
