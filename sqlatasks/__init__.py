@@ -16,12 +16,14 @@ from sqlatasks.errors import (
     ConfigurationError,
     PayloadError,
     Retry,
+    ScheduleError,
     SqlatasksError,
     TaskDefinitionError,
     TaskNameTaken,
     TaskNotRegistered,
 )
 from sqlatasks.models import QueuedTask
+from sqlatasks.schedules import periodic
 from sqlatasks.tasks import Task, task
 
 __all__ = [
@@ -29,6 +31,7 @@ __all__ = [
     "PayloadError",
     "QueuedTask",
     "Retry",
+    "ScheduleError",
     "SqlatasksError",
     "Task",
     "TaskDefinitionError",
@@ -38,5 +41,6 @@ __all__ = [
     "current_task",
     "enqueue",
     "enqueue_many",
+    "periodic",
     "task",
 ]

@@ -3,6 +3,7 @@
     SqlatasksError
     ├── TaskDefinitionError      @task was given something a worker could not run
     ├── TaskNameTaken            a second task under a name that is already registered
+    ├── ScheduleError            periodic() was given a schedule no runner could fire
     ├── PayloadError             a payload of the wrong model, or one its model rejects
     ├── TaskNotRegistered        a row names no task that this process may run
     ├── ConfigurationError       a setting is invalid, or the database cannot be reached
@@ -39,6 +40,15 @@ class TaskNameTaken(SqlatasksError, ValueError):
             f"a task named {name!r} is already registered by another function; "
             f"give one of them a distinct @task(name=...)"
         )
+
+
+class ScheduleError(SqlatasksError, ValueError):
+    """A periodic schedule cannot be registered as given."""
+
+    def __init__(self, *, name: str, problem: str) -> None:
+        self.name = name
+        self.problem = problem
+        super().__init__(f"cannot schedule {name!r}: {problem}")
 
 
 class PayloadError(SqlatasksError, ValueError):

@@ -29,9 +29,10 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 TABLE_NAME = "sqlatasks_tasks"
+PERIODIC_TABLE_NAME = "sqlatasks_periodic"
 CLAIM_INDEX_NAME = "sqlatasks_tasks_claim_idx"
 UNIQUE_KEY_INDEX_NAME = "sqlatasks_tasks_unique_key_idx"
-SCHEMA_VERSION = 2  # the migration version this mapping matches
+SCHEMA_VERSION = 3  # the migration version this mapping matches
 SCHEMA_COMMENT_PREFIX = "sqlatasks schema version "
 NOTIFY_CHANNEL = "sqlatasks"  # the v1 trigger notifies this channel on every insert
 CANCEL_CHANNEL = "sqlatasks_cancel"  # payload: the id of a running task to interrupt
@@ -102,6 +103,20 @@ class QueuedTask(Base):
 
     def __repr__(self) -> str:
         return f"<QueuedTask id={self.id} {self.task_name} queue={self.queue!r}>"
+
+
+class ScheduleSlot(Base):
+    """The last slot fired of one periodic schedule (schema version 3).
+
+    Written only by runners, through `sqlatasks.queries`; mapped here so that the migrations
+    test can check it against `alembic upgrade head`.
+    """
+
+    __tablename__ = PERIODIC_TABLE_NAME
+
+    name: Mapped[str] = mapped_column(Text, primary_key=True)
+    cron: Mapped[str] = mapped_column(Text)
+    last_slot: Mapped[datetime] = mapped_column(TIMESTAMP(timezone=True))
 
 
 Index(

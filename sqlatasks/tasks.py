@@ -18,7 +18,7 @@ from typing import Any, Generic, Literal, TypeVar, overload
 import pydantic
 import pydantic_core
 
-from sqlatasks import errors, registry
+from sqlatasks import errors, registry, schedules
 
 PayloadT = TypeVar("PayloadT", bound=pydantic.BaseModel)
 TaskFunction = Callable[[PayloadT], Awaitable[Any]]
@@ -104,6 +104,7 @@ def task(
     backoff: Backoff = "fixed",
     retry_delay_max: float = 3600.0,
     max_attempts: int | None = None,
+    cron: str | None = None,
 ) -> Callable[[TaskFunction[PayloadT]], Task[PayloadT]]: ...
 
 
@@ -119,11 +120,16 @@ def task(
     backoff: Backoff = "fixed",
     retry_delay_max: float = 3600.0,
     max_attempts: int | None = None,
+    cron: str | None = None,
 ) -> Task[Any] | Callable[[TaskFunction[Any]], Task[Any]]:
     """Register an `async def f(payload: SomeModel)` as a task; usable as `@task` or `@task(...)`.
 
+    With `cron` (five fields, UTC, e.g. "*/5 * * * *"), runners also enqueue it once per slot
+    of that expression, with the payload model built from its defaults (see `periodic`).
+
     Every problem a worker would meet later (a sync function, a payload that is not a pydantic
-    model, a function workers cannot import, a name already taken) is raised here, at import.
+    model, a function workers cannot import, a name already taken, a bad cron expression, a
+    cron payload with required fields) is raised here, at import.
     """
 
     def decorate(fn: TaskFunction[Any]) -> Task[Any]:
@@ -131,6 +137,7 @@ def task(
         _check_options(label, queue, priority, timeout, retry_delay, max_attempts)
         _check_backoff(label, backoff, retry_delay_max)
         model = _payload_model(label, fn)
+        cron_payload = None if cron is None else _cron_payload(label, cron, model)
         built = Task(
             function=fn,
             name=name if name is not None else _default_name(label, fn),
@@ -144,6 +151,8 @@ def task(
             max_attempts=max_attempts,
         )
         registry.add(built)
+        if cron is not None and cron_payload is not None:  # both or neither
+            schedules.add(schedules.Schedule(built.name, built, cron, cron_payload))
         return built
 
     if function is not None:
@@ -201,6 +210,26 @@ def _payload_model(label: str, fn: TaskFunction[Any]) -> type[pydantic.BaseModel
             problem=f"the payload annotation must be a pydantic BaseModel subclass, not {model!r}",
         )
     return model
+
+
+def _cron_payload(label: str, cron: str, model: type[pydantic.BaseModel]) -> str:
+    """The payload of every run of a cron task (its model's defaults) as JSON text."""
+    problem = schedules.cron_problem(cron)
+    required = [name for name, field in model.model_fields.items() if field.is_required()]
+    if problem is None and required:
+        problem = (
+            f"a cron task is enqueued with its payload's defaults, but {model.__name__} has "
+            f"fields without one ({', '.join(required)}); give them defaults, or use "
+            "periodic(fn, cron=..., payload=...)"
+        )
+    if problem:
+        raise errors.TaskDefinitionError(function=label, problem=problem)
+    try:
+        return model().model_dump_json()
+    except (pydantic.ValidationError, pydantic_core.PydanticSerializationError) as exc:
+        raise errors.TaskDefinitionError(
+            function=label, problem=f"its payload's defaults do not validate ({exc})"
+        ) from exc
 
 
 def _check_options(

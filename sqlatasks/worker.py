@@ -1,4 +1,5 @@
-"""One worker process: one event loop running {signals, heartbeat, listener, dispatcher, completer}.
+"""One worker process: one event loop running {signals, heartbeat, listener, scheduler,
+dispatcher, completer}; the scheduler only in worker 0, and only when schedules exist.
 
 `worker_main` is what the supervisor runs with `anyio.to_process.run_sync`. It returns only
 when the worker is done (stopped, drained in burst mode, or orphaned); everything it creates
@@ -26,7 +27,7 @@ import anyio
 from anyio.abc import TaskStatus
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from sqlatasks import listener, registry
+from sqlatasks import listener, registry, scheduler, schedules
 from sqlatasks.completer import Completer
 from sqlatasks.dispatcher import ClaimPolicy, Dispatcher
 from sqlatasks.execution import Limits
@@ -97,8 +98,11 @@ async def _run(settings: Settings, slot: int, heartbeat: Path) -> WorkerExit:
         shutdown_timeout=settings.shutdown_timeout,
         burst=settings.burst,
     )
-    # Connections: the dispatcher's and the completer's, held; one spare while a broken one is
-    # replaced (the listener has its own).
+    # One scheduler per runner is enough: the database dedupes slots across runners, so more
+    # would only add connections and ticks. Worker 0, because every runner has one.
+    periodic = schedules.all_schedules() if slot == 0 else []
+    # Connections: the dispatcher's and the completer's (and the scheduler's), held; one spare
+    # while a broken one is replaced (the listener has its own).
     # AUTOCOMMIT: every statement here stands alone (a claim, an ack batch), so an explicit
     # BEGIN and COMMIT would only add two round trips. No pre-ping either: a dead connection
     # fails its statement, which is retried, and the pool replaces it.
@@ -107,7 +111,7 @@ async def _run(settings: Settings, slot: int, heartbeat: Path) -> WorkerExit:
     # That is at-least-once, as promised; enqueues keep the application's own setting.
     engine = create_async_engine(
         settings.database_url,
-        pool_size=2,
+        pool_size=3 if periodic else 2,
         max_overflow=1,
         isolation_level="AUTOCOMMIT",
         connect_args={
@@ -139,6 +143,16 @@ async def _run(settings: Settings, slot: int, heartbeat: Path) -> WorkerExit:
                         channels,
                         on_connect=dispatcher.wake,
                         name=f"sqlatasks listener {worker_id}",
+                    )
+                )
+            if periodic:
+                services.start_soon(
+                    partial(
+                        scheduler.run,
+                        engine,
+                        periodic,
+                        check_interval=settings.check_interval,
+                        name=f"sqlatasks scheduler {worker_id}",
                     )
                 )
             log.info("started: %s, %d slots", worker_id, settings.concurrency)

@@ -9,7 +9,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import Connection, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from sqlatasks.models import Base
+from sqlatasks.models import SCHEMA_VERSION, Base
 from tests.conftest import alembic
 
 
@@ -68,7 +68,7 @@ async def test_table_is_tuned_for_a_queue(engine: AsyncEngine) -> None:
         for i in indexes
     )
     assert foreign_keys == 0
-    assert comment == "sqlatasks schema version 2"
+    assert comment == f"sqlatasks schema version {SCHEMA_VERSION}"
 
 
 async def test_downgrade_to_v1_and_back(db_url: str, engine: AsyncEngine) -> None:
@@ -97,7 +97,7 @@ async def test_downgrade_to_v1_and_back(db_url: str, engine: AsyncEngine) -> Non
     up = alembic(db_url, "upgrade", "head")
     assert up.returncode == 0, up.stderr
     comment, columns, functions = await state()
-    assert comment == "sqlatasks schema version 2"
+    assert comment == f"sqlatasks schema version {SCHEMA_VERSION}"
     assert columns[-3:] == ["unique_key", "on_duplicate", "duplicate_of"]
     assert functions == ["sqlatasks_notify", "sqlatasks_unique_check", "sqlatasks_unique_skip"]
     async with engine.connect() as conn:
@@ -110,7 +110,11 @@ async def test_downgrade_then_upgrade_round_trips(db_url: str, engine: AsyncEngi
     async with engine.connect() as conn:
         gone = (await conn.execute(text("SELECT to_regclass('sqlatasks_tasks')"))).scalar_one()
         function = (await conn.execute(text("SELECT to_regproc('sqlatasks_notify')"))).scalar_one()
+        periodic = (
+            await conn.execute(text("SELECT to_regclass('sqlatasks_periodic')"))
+        ).scalar_one()
     assert gone is None
+    assert periodic is None
     assert function is None
     up = alembic(db_url, "upgrade", "head")
     assert up.returncode == 0, up.stderr

@@ -7,6 +7,7 @@ def test_all_is_the_public_api_sorted() -> None:
         "PayloadError",
         "QueuedTask",
         "Retry",
+        "ScheduleError",
         "SqlatasksError",
         "Task",
         "TaskDefinitionError",
@@ -16,6 +17,7 @@ def test_all_is_the_public_api_sorted() -> None:
         "current_task",
         "enqueue",
         "enqueue_many",
+        "periodic",
         "task",
     ]
     assert sqlatasks.__all__ == sorted(sqlatasks.__all__)

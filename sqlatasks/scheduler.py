@@ -1,0 +1,108 @@
+"""The scheduler: one loop per runner (in worker 0) that fires the slots of periodic schedules.
+
+Every tick reads the database's `now()` and each schedule's row, then per schedule:
+
+- no row, or a row for another cron expression: record the latest slot as if fired, and
+  enqueue nothing (a new or changed schedule first runs at its next slot);
+- `last_slot` older than the latest slot at or before `now()`: fire that one slot — move
+  `last_slot` up to it and enqueue the task, in one statement. Only the latest slot is ever
+  fired, however many passed since `last_slot`: no burst after downtime.
+
+Any number of runners may tick at once: the row lock lets one win each slot, the others'
+statements update nothing. Ticks follow the next slot, at most `check_interval` apart, so a
+local clock that drifts from the database's costs at most one interval of lateness.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+
+import anyio
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from sqlatasks import errors, queries
+from sqlatasks.connection import HeldConnection
+from sqlatasks.schedules import Schedule
+
+log = logging.getLogger(__name__)
+
+RETRY_MAX = 30.0
+MIN_WAIT = 0.05
+"""Seconds at least between ticks, so that a slot just due is not polled in a tight loop."""
+
+
+async def run(
+    engine: AsyncEngine, schedules: Sequence[Schedule], *, check_interval: float, name: str
+) -> None:
+    """Tick until cancelled; a database error costs a log line and a retry with backoff."""
+    connection = HeldConnection(engine, name)
+    log.info("scheduling %s", ", ".join(f"{s.name} ({s.cron})" for s in schedules) or "nothing")
+    delay = min(1.0, check_interval)
+    try:
+        while True:
+            try:
+                wait = await tick(await connection.get(), schedules, check_interval)
+                delay = min(1.0, check_interval)
+            except (SQLAlchemyError, OSError) as exc:
+                log.warning(
+                    "scheduler tick failed (%s); retrying in %.1f s", errors.one_line(exc), delay
+                )
+                await connection.close()
+                wait, delay = delay, min(delay * 2, RETRY_MAX)
+            await anyio.sleep(wait)
+    finally:
+        await connection.close()
+
+
+async def tick(
+    conn: AsyncConnection, schedules: Sequence[Schedule], check_interval: float
+) -> float:
+    """Seat new schedules and fire due slots once; the seconds until the next tick."""
+    now, states = await queries.periodic_state(conn, [s.name for s in schedules])
+    by_name = {state.name: state for state in states}
+    for schedule in schedules:
+        await _visit(conn, schedule, by_name[schedule.name], now)
+    log.debug("checked %d schedules", len(schedules))
+    soonest = min(s.next_slot(now) for s in schedules) if schedules else None
+    wait = check_interval if soonest is None else (soonest - now).total_seconds()
+    return max(MIN_WAIT, min(check_interval, wait))
+
+
+async def _visit(
+    conn: AsyncConnection, schedule: Schedule, state: queries.ScheduleState, now: datetime
+) -> None:
+    latest = schedule.latest_slot(now)
+    # Each write is one statement, never cancelled half-way: either it happened or it did not.
+    with anyio.CancelScope(shield=True):
+        if state.cron != schedule.cron:
+            if await queries.periodic_seat(
+                conn, name=schedule.name, cron=schedule.cron, slot=latest
+            ):
+                log.info(
+                    "schedule %s (%s) registered; first run at %s",
+                    schedule.name,
+                    schedule.cron,
+                    schedule.next_slot(now).isoformat(),
+                )
+            return
+        if state.last_slot is None or state.last_slot >= latest:
+            return
+        task = schedule.task
+        task_id = await queries.periodic_fire(
+            conn,
+            name=schedule.name,
+            cron=schedule.cron,
+            slot=latest,
+            task_name=task.name,
+            payload=schedule.payload,
+            queue=task.queue,
+            priority=task.priority,
+            max_attempts=task.max_attempts,
+        )
+    if task_id is None:
+        log.debug("schedule %s slot %s was fired by another runner", schedule.name, latest)
+    else:
+        log.info("schedule %s fired slot %s: task %d", schedule.name, latest.isoformat(), task_id)
