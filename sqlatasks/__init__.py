@@ -23,6 +23,7 @@ from sqlatasks.errors import (
     TaskNotRegistered,
 )
 from sqlatasks.models import QueuedTask
+from sqlatasks.operations import cancel, delete_failed, failed_tasks, queue_stats, retry_failed
 from sqlatasks.schedules import periodic
 from sqlatasks.tasks import Task, task
 
@@ -38,9 +39,14 @@ __all__ = [
     "TaskNameTaken",
     "TaskNotRegistered",
     "TaskRun",
+    "cancel",
     "current_task",
+    "delete_failed",
     "enqueue",
     "enqueue_many",
+    "failed_tasks",
     "periodic",
+    "queue_stats",
+    "retry_failed",
     "task",
 ]

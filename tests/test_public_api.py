@@ -14,10 +14,15 @@ def test_all_is_the_public_api_sorted() -> None:
         "TaskNameTaken",
         "TaskNotRegistered",
         "TaskRun",
+        "cancel",
         "current_task",
+        "delete_failed",
         "enqueue",
         "enqueue_many",
+        "failed_tasks",
         "periodic",
+        "queue_stats",
+        "retry_failed",
         "task",
     ]
     assert sqlatasks.__all__ == sorted(sqlatasks.__all__)
