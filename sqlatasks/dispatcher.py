@@ -22,7 +22,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlatasks import errors, execution, queries
 from sqlatasks.completer import Completer
 from sqlatasks.connection import HeldConnection
-from sqlatasks.execution import Cancelled, Failed, Limits, Released
+from sqlatasks.execution import Cancelled, Failed, LeaseLost, Limits, Released
+from sqlatasks.transactions import RunInTransaction
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +63,18 @@ class Dispatcher:
     """Keeps up to `concurrency` tasks running in this worker."""
 
     def __init__(
-        self, engine: AsyncEngine, completer: Completer, policy: ClaimPolicy, limits: Limits
+        self,
+        engine: AsyncEngine,
+        completer: Completer,
+        policy: ClaimPolicy,
+        limits: Limits,
+        transactions: RunInTransaction,
     ) -> None:
         self._connection = HeldConnection(engine, f"sqlatasks claim {policy.worker_id}")
         self._completer = completer
         self._policy = policy
         self._limits = limits
+        self._transactions = transactions
         self._running: dict[int, queries.ClaimedTask] = {}
         self._deadlines: dict[int, float] = {}
         self._cancellable: dict[int, anyio.CancelScope] = {}
@@ -194,23 +201,36 @@ class Dispatcher:
             scope.cancel()
 
     async def _execute(self, claimed: queries.ClaimedTask) -> None:
-        outcome: execution.Outcome
+        outcome: execution.Outcome | None = None
         with anyio.CancelScope() as cancellable:  # an operator's cancel, by NOTIFY
             self._cancellable[claimed.id] = cancellable
             try:
                 outcome = await execution.execute(
                     claimed,
                     self._limits,
+                    self._transactions,
                     on_start=partial(self._deadlines.__setitem__, claimed.id),
                 )
             finally:
                 del self._cancellable[claimed.id]
-        if cancellable.cancel_called:
+        # A session task whose commit was under way when the cancel came is done: keep that.
+        if outcome is None or (
+            cancellable.cancel_called and not isinstance(outcome, execution.WRITTEN_ELSEWHERE)
+        ):
             outcome = Cancelled(claimed)
             log.info("task %d %s cancelled while running", claimed.id, claimed.task_name)
         del self._running[claimed.id]
         self._deadlines.pop(claimed.id, None)
-        self._completer.submit(outcome)
+        if not isinstance(outcome, execution.WRITTEN_ELSEWHERE):
+            self._completer.submit(outcome)
+        if isinstance(outcome, LeaseLost):
+            log.warning(
+                "task %d %s attempt %d lost its lease before it could commit: its "
+                "transaction was rolled back, and the claim that took it over runs it",
+                claimed.id,
+                claimed.task_name,
+                claimed.attempts,
+            )
         if isinstance(outcome, Failed):
             first_line = outcome.error.partition("\n")[0]
             if outcome.retry_in is None:

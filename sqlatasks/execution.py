@@ -1,7 +1,9 @@
-"""Running one claimed task, to an Outcome value. Never touches the database.
+"""Running one claimed task, to an Outcome value.
 
 The steps: find the task (only registered code, imported only from allowed packages), validate
 its payload, run it under its time limit, and say what happened. The completer writes it.
+Only a session task touches the database here, through the transaction it is given, which
+also deletes its row (`Committed`): see sqlatasks.transactions.
 """
 
 from __future__ import annotations
@@ -9,12 +11,14 @@ from __future__ import annotations
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import anyio
 
 from sqlatasks import errors, registry
 from sqlatasks.context import TaskRun, running
 from sqlatasks.queries import ClaimedTask
+from sqlatasks.transactions import RunInTransaction
 
 ERROR_TAIL = 4000
 """Characters of a failure's traceback kept in `last_error` (its end: where it was raised)."""
@@ -58,7 +62,25 @@ class Cancelled:
     task: ClaimedTask
 
 
-Outcome = Completed | Failed | Released | Snoozed | Cancelled
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """A session task returned, and its transaction committed its writes with the deletion of
+    its row: nothing is left to write."""
+
+    task: ClaimedTask
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseLost:
+    """A session task returned, but its lease had passed to another claim: its transaction
+    rolled back, and the row belongs to that claim. Nothing to write."""
+
+    task: ClaimedTask
+
+
+Outcome = Completed | Failed | Released | Snoozed | Cancelled | Committed | LeaseLost
+WRITTEN_ELSEWHERE = (Committed, LeaseLost)
+"""Outcomes whose row the completer must not touch."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,12 +95,15 @@ class Limits:
 
 
 async def execute(
-    claimed: ClaimedTask, limits: Limits, on_start: Callable[[float], None] | None = None
+    claimed: ClaimedTask,
+    limits: Limits,
+    transactions: RunInTransaction,
+    on_start: Callable[[float], None] | None = None,
 ) -> Outcome:
     """Run `claimed` and return its outcome; only shutdown's cancellation escapes.
 
-    `on_start(deadline)` is told when the task's time runs out (anyio's clock), just before
-    it runs.
+    A session task runs through `transactions`. `on_start(deadline)` is told when the task's
+    time runs out (anyio's clock), just before it runs.
     """
     if claimed.max_attempts is not None and claimed.attempts > claimed.max_attempts:
         # Claimed again after a lease ran out (its worker died mid-attempt): never run past
@@ -106,15 +131,22 @@ async def execute(
         max_attempts=claimed.max_attempts,
         lease_token=claimed.lease_token,
     )
+    committed: bool | None = None  # a session task's transaction: committed, or lease lost
     with anyio.CancelScope(deadline=ends) as deadline, running(run):
         try:
-            await task.function(payload)
+            if task.wants_session:
+                committed = await transactions(claimed, partial(task, payload))
+            else:
+                await task(payload)
         except anyio.get_cancelled_exc_class():
             raise  # our deadline (caught by its scope) or shutdown (propagates)
         except BaseException as exc:
             # SystemExit or KeyboardInterrupt from a task fails the task, not the worker.
             raised = exc
 
+    # First: a commit that went through is final, even if the deadline passed while it ran.
+    if committed is not None:
+        return Committed(claimed) if committed else LeaseLost(claimed)
     retry_delay = task.retry_in(claimed.attempts, limits.retry_delay)
     # cancel_called, not cancelled_caught: a task that swallowed its cancellation and
     # returned still ran past its limit, and counts as a failure.

@@ -215,6 +215,21 @@ async def task_ack(conn: AsyncConnection, done: Sequence[tuple[int, uuid.UUID]])
     return result.rowcount
 
 
+_FINISH = text(f"""
+DELETE FROM {TABLE_NAME}
+-- the token, not locked_until: a lease that ran out but passed to no one is still ours, and a
+-- claim by another worker changes the token (or skips this row once the DELETE has locked it)
+WHERE id = :id AND lease_token = :token
+""")
+
+
+async def task_finish(conn: AsyncConnection, task_id: int, token: uuid.UUID) -> bool:
+    """Delete a session task's row in the task's own transaction, if `token` still holds its
+    lease; False means another claim took it, and the transaction must roll back."""
+    result = await conn.execute(_FINISH, {"id": task_id, "token": token})
+    return result.rowcount == 1
+
+
 _FAIL = text(f"""
 UPDATE {TABLE_NAME} AS t
 SET locked_until = NULL,

@@ -1,5 +1,9 @@
 """`@task`: an `async def` taking one pydantic model becomes a `Task`, registered by name.
 
+A task may take a second parameter annotated `AsyncSession`: the runner then passes a session
+whose transaction also deletes the task's row, so the task's writes in that session happen
+exactly once (docs/exactly-once.md).
+
 A task's name is `module:qualname` unless `@task(name=...)` says otherwise. The name is what
 the queue row stores, so it is the contract between producers and workers: renaming a function
 while keeping `name=` keeps old rows runnable.
@@ -13,15 +17,18 @@ import random
 import typing
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Generic, Literal, TypeVar, overload
+from typing import Any, Generic, Literal, Protocol, TypeVar, overload
 
 import pydantic
 import pydantic_core
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from sqlatasks import errors, registry, schedules
 
 PayloadT = TypeVar("PayloadT", bound=pydantic.BaseModel)
 TaskFunction = Callable[[PayloadT], Awaitable[Any]]
+SessionTaskFunction = Callable[[PayloadT, AsyncSession], Awaitable[Any]]
+AnyTaskFunction = TaskFunction[PayloadT] | SessionTaskFunction[PayloadT]
 
 PRIORITY_RANGE = range(-32768, 32768)  # the column is a smallint
 Backoff = Literal["fixed", "exponential"]
@@ -32,12 +39,16 @@ DEFAULT_QUEUE = "default"
 class Task(Generic[PayloadT]):
     """A registered task: the function, its payload model, and its defaults.
 
-    Calling it runs the function directly, in-process, with no queue involved.
+    Calling it runs the function directly, in-process, with no queue involved (a session task
+    needs the caller's session: `await fn(payload, session)`).
     """
 
-    function: TaskFunction[PayloadT]
+    function: AnyTaskFunction[PayloadT]
     name: str
     model: type[PayloadT]
+    wants_session: bool = False
+    """The function takes a second parameter, an AsyncSession in the transaction that also
+    deletes the task's row."""
     queue: str = DEFAULT_QUEUE
     priority: int = 0
     timeout: float | None = None
@@ -51,8 +62,17 @@ class Task(Generic[PayloadT]):
     max_attempts: int | None = None
     """Attempts before the task is parked as failed; None means unlimited."""
 
-    async def __call__(self, payload: PayloadT) -> Any:
-        return await self.function(payload)
+    async def __call__(self, payload: PayloadT, session: AsyncSession | None = None) -> Any:
+        if not self.wants_session:
+            if session is not None:
+                raise TypeError(f"task {self.name!r} takes no session")
+            return await typing.cast(TaskFunction[PayloadT], self.function)(payload)
+        if session is None:
+            raise TypeError(
+                f"task {self.name!r} writes through a session: call it as "
+                "`await task(payload, session)`"
+            )
+        return await typing.cast(SessionTaskFunction[PayloadT], self.function)(payload, session)
 
     def retry_in(self, attempt: int, default_delay: float) -> float:
         """Seconds before attempt `attempt` (1 = the first, which just failed) runs again."""
@@ -89,8 +109,19 @@ class Task(Generic[PayloadT]):
             raise errors.PayloadError(task_name=self.name, problem=str(exc)) from exc
 
 
+class _Decorator(Protocol):
+    @overload
+    def __call__(self, function: TaskFunction[PayloadT], /) -> Task[PayloadT]: ...
+    @overload
+    def __call__(self, function: SessionTaskFunction[PayloadT], /) -> Task[PayloadT]: ...
+
+
 @overload
 def task(function: TaskFunction[PayloadT], /) -> Task[PayloadT]: ...
+
+
+@overload
+def task(function: SessionTaskFunction[PayloadT], /) -> Task[PayloadT]: ...
 
 
 @overload
@@ -105,11 +136,11 @@ def task(
     retry_delay_max: float = 3600.0,
     max_attempts: int | None = None,
     cron: str | None = None,
-) -> Callable[[TaskFunction[PayloadT]], Task[PayloadT]]: ...
+) -> _Decorator: ...
 
 
 def task(
-    function: TaskFunction[Any] | None = None,
+    function: AnyTaskFunction[Any] | None = None,
     /,
     *,
     name: str | None = None,
@@ -121,8 +152,11 @@ def task(
     retry_delay_max: float = 3600.0,
     max_attempts: int | None = None,
     cron: str | None = None,
-) -> Task[Any] | Callable[[TaskFunction[Any]], Task[Any]]:
+) -> Task[Any] | _Decorator:
     """Register an `async def f(payload: SomeModel)` as a task; usable as `@task` or `@task(...)`.
+
+    `async def f(payload: SomeModel, session: AsyncSession)` asks for a session whose
+    transaction commits the task's writes together with the deletion of its row.
 
     With `cron` (five fields, UTC, e.g. "*/5 * * * *"), runners also enqueue it once per slot
     of that expression, with the payload model built from its defaults (see `periodic`).
@@ -132,16 +166,17 @@ def task(
     cron payload with required fields) is raised here, at import.
     """
 
-    def decorate(fn: TaskFunction[Any]) -> Task[Any]:
+    def decorate(fn: AnyTaskFunction[Any]) -> Task[Any]:
         label = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
         _check_options(label, queue, priority, timeout, retry_delay, max_attempts)
         _check_backoff(label, backoff, retry_delay_max)
-        model = _payload_model(label, fn)
+        model, wants_session = _parameters(label, fn)
         cron_payload = None if cron is None else _cron_payload(label, cron, model)
         built = Task(
             function=fn,
             name=name if name is not None else _default_name(label, fn),
             model=model,
+            wants_session=wants_session,
             queue=queue,
             priority=priority,
             timeout=timeout,
@@ -157,10 +192,10 @@ def task(
 
     if function is not None:
         return decorate(function)
-    return decorate
+    return typing.cast(_Decorator, decorate)
 
 
-def _default_name(label: str, fn: TaskFunction[Any]) -> str:
+def _default_name(label: str, fn: AnyTaskFunction[Any]) -> str:
     module, qualname = fn.__module__, fn.__qualname__
     if module in {"__main__", "__mp_main__"}:
         raise errors.TaskDefinitionError(
@@ -176,7 +211,8 @@ def _default_name(label: str, fn: TaskFunction[Any]) -> str:
     return f"{module}:{qualname}"
 
 
-def _payload_model(label: str, fn: TaskFunction[Any]) -> type[pydantic.BaseModel]:
+def _parameters(label: str, fn: AnyTaskFunction[Any]) -> tuple[type[pydantic.BaseModel], bool]:
+    """The payload model, and whether the function takes a session second."""
     if not inspect.iscoroutinefunction(fn):
         raise errors.TaskDefinitionError(function=label, problem="a task must be an `async def`")
     parameters = list(inspect.signature(fn).parameters.values())
@@ -185,12 +221,12 @@ def _payload_model(label: str, fn: TaskFunction[Any]) -> type[pydantic.BaseModel
         for p in parameters
         if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
     ]
-    required_other = [p for p in parameters if p.default is p.empty and p not in positional[:1]]
+    required_other = [p for p in parameters if p.default is p.empty and p not in positional[:2]]
     if not positional or required_other:
         raise errors.TaskDefinitionError(
             function=label,
-            problem="a task takes exactly one required argument, its pydantic payload "
-            f"(found {[p.name for p in parameters]})",
+            problem="a task takes one required argument, its pydantic payload, and optionally "
+            f"a second one annotated AsyncSession (found {[p.name for p in parameters]})",
         )
     try:
         hints = typing.get_type_hints(fn)
@@ -209,7 +245,19 @@ def _payload_model(label: str, fn: TaskFunction[Any]) -> type[pydantic.BaseModel
             function=label,
             problem=f"the payload annotation must be a pydantic BaseModel subclass, not {model!r}",
         )
-    return model
+    if len(positional) == 1:
+        return model, False
+    second = hints.get(positional[1].name)
+    # The annotation, not the name, says what the runner must pass: a second parameter of any
+    # other type is a mistake to report now, not at the first execution.
+    if second is not AsyncSession:  # a subclass would promise methods a plain session lacks
+        raise errors.TaskDefinitionError(
+            function=label,
+            problem=f"a task's second parameter must be annotated AsyncSession "
+            f"(sqlalchemy.ext.asyncio), not {second!r}; it receives the session whose "
+            f"transaction also completes the task",
+        )
+    return model, True
 
 
 def _cron_payload(label: str, cron: str, model: type[pydantic.BaseModel]) -> str:

@@ -11,7 +11,9 @@
 Both work inside the test's transaction, against the real database, through the same claim,
 execution and outcome writes as the runner; a test that rolls back leaves nothing behind.
 Tasks run one at a time, in this process. A task that opens its own database connection does
-not see the test's uncommitted rows.
+not see the test's uncommitted rows. A session task (`async def f(payload, session:
+AsyncSession)`) gets a session on the test's connection, in a SAVEPOINT of its own that also
+deletes its row: released when it returns, rolled back when it fails.
 """
 
 from __future__ import annotations
@@ -22,10 +24,29 @@ from typing import TypeVar
 import pydantic
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from sqlatasks import completer, execution, queries, tasks
-from sqlatasks.execution import Completed, Failed, Limits, Outcome, Released, Snoozed
+from sqlatasks import completer, execution, queries, tasks, transactions
+from sqlatasks.execution import (
+    Committed,
+    Completed,
+    Failed,
+    LeaseLost,
+    Limits,
+    Outcome,
+    Released,
+    Snoozed,
+)
 
-__all__ = ["Completed", "Failed", "Outcome", "Released", "Snoozed", "enqueued", "run_pending"]
+__all__ = [
+    "Committed",
+    "Completed",
+    "Failed",
+    "LeaseLost",
+    "Outcome",
+    "Released",
+    "Snoozed",
+    "enqueued",
+    "run_pending",
+]
 
 PayloadT = TypeVar("PayloadT", bound=pydantic.BaseModel)
 BATCH = 100
@@ -39,6 +60,9 @@ async def run_pending(
     max_rounds: int = 100,
 ) -> list[Outcome]:
     """Run every due task now, in this process, and write their outcomes; return them.
+
+    A session task's outcome is `Committed` (its writes and the deletion of its row were
+    released together) rather than `Completed`.
 
     Tasks that the tasks enqueue run too, if they are due, until nothing due is left (at most
     `max_rounds` claims). Only registered tasks run; a row naming anything else is parked, as
@@ -54,6 +78,10 @@ async def run_pending(
         allowed_imports=(),
     )
     worker_id = f"sqlatasks.testing:{uuid.uuid4().hex[:8]}"
+
+    async def in_savepoint(claimed: queries.ClaimedTask, work: transactions.Work) -> bool:
+        return await transactions.run(conn, await conn.begin_nested(), claimed, work)
+
     outcomes: list[Outcome] = []
     for _ in range(max_rounds):
         claimed = await queries.task_claim(
@@ -66,7 +94,7 @@ async def run_pending(
         )
         if not claimed:
             break
-        batch = [await execution.execute(task, limits) for task in claimed]
+        batch = [await execution.execute(task, limits, in_savepoint) for task in claimed]
         await completer.write_outcomes(conn, batch)
         outcomes.extend(batch)
     return outcomes

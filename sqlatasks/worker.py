@@ -27,7 +27,7 @@ import anyio
 from anyio.abc import TaskStatus
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from sqlatasks import listener, registry, scheduler, schedules
+from sqlatasks import listener, registry, scheduler, schedules, transactions
 from sqlatasks.completer import Completer
 from sqlatasks.dispatcher import ClaimPolicy, Dispatcher
 from sqlatasks.execution import Limits
@@ -121,10 +121,23 @@ async def _run(settings: Settings, slot: int, heartbeat: Path) -> WorkerExit:
             "command_timeout": STATEMENT_TIMEOUT,
         },
     )
+    # Session tasks (docs/exactly-once.md) each hold a connection in a real transaction while
+    # they run: a pool of their own, no connection opened before the first such task. Commits
+    # keep the server's synchronous_commit: these are the application's writes. Pre-ping: a
+    # connection that died in the pool would otherwise cost the task an attempt.
+    task_engine = create_async_engine(
+        settings.database_url,
+        pool_size=settings.concurrency,
+        max_overflow=0,
+        pool_pre_ping=True,
+        connect_args={"server_settings": {"application_name": f"sqlatasks tasks {worker_id}"}},
+    )
     completer = Completer(
         engine, name=f"sqlatasks completer {worker_id}", give_up_after_close=COMPLETER_GRACE
     )
-    dispatcher = Dispatcher(engine, completer, policy, limits)
+    dispatcher = Dispatcher(
+        engine, completer, policy, limits, transactions.TaskConnections(task_engine)
+    )
     try:
         async with anyio.create_task_group() as services:
             await services.start(_watch_signals, dispatcher)
@@ -166,6 +179,7 @@ async def _run(settings: Settings, slot: int, heartbeat: Path) -> WorkerExit:
     finally:
         with anyio.CancelScope(shield=True):
             await engine.dispose()
+            await task_engine.dispose()
     reason: WorkerExit = "drained"
     if dispatcher.stop_reason == "orphaned":
         reason = "orphaned"
