@@ -39,9 +39,18 @@ class Completer:
         self._receive: MemoryObjectReceiveStream[Outcome]
         self._send, self._receive = anyio.create_memory_object_stream[Outcome](math.inf)
         self._closed_at: float | None = None
+        self.pending = 0
+        """Outcomes submitted and not yet written (or given up on)."""
+        self._written = anyio.Event()
 
     def submit(self, outcome: Outcome) -> None:
+        self.pending += 1
         self._send.send_nowait(outcome)
+
+    async def flushed(self) -> None:
+        """Return once every outcome submitted so far has been written (or given up on)."""
+        while self.pending:
+            await self._written.wait()
 
     def close(self) -> None:
         """No more outcomes: `run` writes what is buffered, then returns."""
@@ -66,6 +75,9 @@ class Completer:
             # Shielded: a batch that is being written is finished even when cancelled.
             with anyio.CancelScope(shield=True):
                 await self._write(batch)
+            self.pending -= len(batch)
+            self._written.set()
+            self._written = anyio.Event()
 
     async def _write(self, batch: list[Outcome]) -> None:
         delay = 0.1

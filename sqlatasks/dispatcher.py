@@ -141,7 +141,13 @@ class Dispatcher:
             if len(claimed) == sum(limit for _, limit in plan):
                 continue  # there may be more due: claim again once slots free up
             if self._policy.burst and not claimed and not self._running:
-                return
+                if not self._completer.pending:
+                    return
+                # A failure just written may make its task due again at once (retry_delay=0):
+                # look again once the outcomes are in, before calling the queue drained.
+                with anyio.move_on_after(self._policy.idle_sleep):
+                    await self._completer.flushed()
+                continue
             await self._wakeup.wait(self._policy.idle_sleep)
 
     def _claim_plan(self) -> list[tuple[Sequence[str], int]]:

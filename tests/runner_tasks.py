@@ -140,3 +140,9 @@ async def until_released(data: Job) -> None:
         while not await marker.exists():
             await anyio.sleep(0.05)
     _ledger("end", data)
+
+
+@task(retry_delay=0)
+async def fail_once_now(data: Job) -> None:
+    """Fails the first time and is due again at once."""
+    _fail_first_time(data)

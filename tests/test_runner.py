@@ -83,6 +83,19 @@ async def test_burst_runs_everything_then_exits(
     assert "Traceback" not in log
 
 
+async def test_burst_waits_for_retries_that_are_due_at_once(
+    engine: AsyncEngine, start_runner: StartRunner, ledger: Path
+) -> None:
+    # The failure is written by the completer after the task leaves its slot: a burst runner
+    # that looked only at running tasks and the queue could exit before the retry was due.
+    await put(engine, runner_tasks.fail_once_now, jobs(20))
+    runner = start_runner("--workers", "1", "--concurrency", "20", "--burst")
+    assert await runner.wait_exit(60) == 0
+    ends = Counter(e.key for e in ledger_entries(ledger) if e.event == "end")
+    assert ends == Counter(range(20))
+    assert await count_tasks(engine) == 0
+
+
 async def test_peak_concurrency_is_workers_times_concurrency(
     engine: AsyncEngine, start_runner: StartRunner, ledger: Path
 ) -> None:
