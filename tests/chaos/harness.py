@@ -98,6 +98,14 @@ class Chaos:
             self.faults.record(f"terminate {role} connection")
         return count
 
+    async def sessions(self, role: str) -> int:
+        async with self.engine.connect() as conn:
+            found = await conn.execute(
+                text("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE :p"),
+                {"p": f"sqlatasks {role}%"},
+            )
+            return int(found.scalar_one())
+
     def kill_worker(self, pid: int) -> None:
         self.faults.record("sigkill worker", [pid])
         os.kill(pid, signal.SIGKILL)

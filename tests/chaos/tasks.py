@@ -115,3 +115,29 @@ async def exits(data: Work) -> None:
     record("start", data)
     record("end", data, "exit")
     os._exit(7)
+
+
+@task(retry_delay=0.2)
+async def cuts_its_ack(data: Work) -> None:
+    """Terminates its own worker's completer connection just before returning, so the ack is
+    written on a dead connection: a transient failure of the ack write itself."""
+    import asyncpg
+
+    from sqlatasks.listener import asyncpg_dsn
+    from tests.chaos.ledger import FaultLog
+
+    record("start", data)
+    folder = Path(os.environ["SQLATASKS_TEST_LEDGER"])
+    conn = await asyncpg.connect(asyncpg_dsn(os.environ["SQLATASKS_DATABASE_URL"]))
+    try:
+        cut = await conn.fetchval(
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(a.pid))"
+            " FROM pg_stat_activity a, sqlatasks_tasks t"
+            " WHERE t.id = $1 AND a.application_name = 'sqlatasks completer ' || t.locked_by",
+            current_task().id,
+        )
+    finally:
+        await conn.close()
+    if cut:
+        FaultLog(folder).record("terminate completer connection at ack")
+    record("end", data, "ok")
