@@ -26,7 +26,7 @@ class Chaos:
     def __init__(self, url: str, folder: Path) -> None:
         self.url = url
         self.folder = folder
-        self.engine: AsyncEngine = create_async_engine(url, pool_pre_ping=True)
+        self.engine: AsyncEngine = create_async_engine(url, pool_pre_ping=True, pool_size=20)
         self.faults = ledger.FaultLog(folder)
         self.runners: list[Runner] = []
         self.committed: set[int] = set()
@@ -138,6 +138,14 @@ class Chaos:
                     return verdict
                 await anyio.sleep(0.2)
         problems = verdict.problems() if verdict else []
+        async with self.engine.connect() as conn:
+            held = await conn.execute(
+                text(
+                    "SELECT id, attempts, locked_by, lease_token, locked_until - now()"
+                    " FROM sqlatasks_tasks WHERE locked_until IS NOT NULL"
+                )
+            )
+            problems.append(f"leases held: {[tuple(map(str, r)) for r in held.all()]}")
         raise AssertionError(f"not settled in {timeout} s: {problems}, leased: {leased}")
 
     async def close(self) -> None:

@@ -104,7 +104,7 @@ class Execution:
         return min(deaths, default=math.inf)  # unexplained: it may still be running
 
 
-DEATHS = {"sigkill worker", "sigkill runner", "worker killed as hung"}
+DEATHS = {"sigkill worker", "sigkill runner", "worker killed as hung", "task called os._exit"}
 
 
 def _cut(span: tuple[float, float], start: float, end: float) -> list[tuple[float, float]]:

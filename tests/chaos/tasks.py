@@ -113,7 +113,13 @@ async def blocks_the_loop(data: Work) -> None:
 @task(retry_delay=0, max_attempts=2)
 async def exits(data: Work) -> None:
     record("start", data)
+    from tests.chaos.ledger import FaultLog
+
     record("end", data, "exit")
+    # Everything else running in this process dies with it: that is a fault, not a duplicate.
+    FaultLog(Path(os.environ["SQLATASKS_TEST_LEDGER"])).record(
+        "task called os._exit", [os.getpid()]
+    )
     os._exit(7)
 
 
