@@ -138,6 +138,11 @@ class Chaos:
                     return verdict
                 await anyio.sleep(0.2)
         problems = verdict.problems() if verdict else []
+        if verdict and verdict.lost:
+            lost = set(verdict.lost[:5])
+            runs = [r for r in ledger.read_executions(self.folder) if r.key in lost]
+            rows = [r for r in await ledger.read_rows(self.engine) if r.key in lost]
+            problems.append(f"lost keys' executions: {runs}; rows: {rows}")
         async with self.engine.connect() as conn:
             held = await conn.execute(
                 text(
@@ -174,12 +179,12 @@ def alive(pid: int) -> bool:
 async def wait_dead(pid: int, timeout: float = 60) -> float:
     """Wait until `pid` is gone; the time it was first seen gone (an upper bound)."""
     with anyio.fail_after(timeout):
-        while alive(pid) and not _zombie(pid):
+        while alive(pid) and not zombie(pid):
             await anyio.sleep(0.05)
     return time.time()
 
 
-def _zombie(pid: int) -> bool:
+def zombie(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
     except (OSError, IndexError):

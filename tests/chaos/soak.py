@@ -28,7 +28,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlatasks import Task
 from tests.chaos import ledger, tasks
 from tests.chaos.cluster import Cluster, own_cluster
-from tests.chaos.harness import Chaos, alive, children
+from tests.chaos.harness import Chaos, alive, children, zombie
 from tests.processes import Runner
 
 RUNNER_ARGS = (
@@ -112,8 +112,9 @@ class Soak:
             began = time.monotonic()
             picks = self.rng.choices(kinds, [k[1] for k in kinds], k=round(self.rate * tick))
             rollback = self.rng.random() < 0.02
-            for fn, _, park, sleep in {id(k): k for k in picks}.values():
-                keys = self.chaos.next_keys(sum(1 for p in picks if p[0] is fn and p[2] == park))
+            for kind in {id(k): k for k in picks}.values():
+                fn, _, park, sleep = kind
+                keys = self.chaos.next_keys(sum(1 for p in picks if p is kind))
                 sleeps = [sleep() for _ in keys]
                 # A failure means the server is restarting: those keys are "uncertain".
                 with contextlib.suppress(SQLAlchemyError, OSError):
@@ -162,7 +163,7 @@ class Soak:
         await anyio.sleep(STOP_FOR)
         signal_pid(pid, signal.SIGCONT)
         self.chaos.faults.record("sigstop", [pid], at=stopped, until=time.time())
-        if not alive(pid):  # the supervisor killed it as hung while it was stopped
+        if not alive(pid) or zombie(pid):  # the supervisor killed it while it was stopped
             self.chaos.faults.record("worker killed as hung", [pid], at=stopped)
         self._count("sigstop worker")
 
@@ -205,7 +206,7 @@ async def soak(
         async with anyio.create_task_group() as tg:
             tg.start_soon(run.faults, seconds - warm_up)
             await run.load(seconds - warm_up)
-        verdict = await run.chaos.settled(timeout=180)  # the drain
+        verdict = await run.chaos.settled(timeout=600)  # the drain
         with anyio.move_on_after(90):  # let autovacuum reclaim the churn, as it would
             while (await table_stats(run.chaos))["dead"] > 1000:
                 await anyio.sleep(1)
