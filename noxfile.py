@@ -1,4 +1,4 @@
-"""Sessions: tests (the default), lint, demo, bench."""
+"""Sessions: tests (the default), lint, demo, bench, soak."""
 
 from __future__ import annotations
 
@@ -38,3 +38,10 @@ def bench(session: nox.Session) -> None:
     """
     session.install("-e", ".[embedded]")
     session.run("python", "-m", "benchmarks", *session.posargs)
+
+
+@nox.session
+def soak(session: nox.Session) -> None:
+    """Faults and a PostgreSQL restart under a steady mixed load; `-- --minutes 5`."""
+    session.install("-e", ".[test]")
+    session.run("python", "-m", "tests.chaos.soak", *session.posargs)

@@ -7,6 +7,7 @@ then cancel what is left and hand it back as Released.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import uuid
@@ -83,6 +84,8 @@ class Dispatcher:
         self.stop_reason: str | None = None
         """Why `stop()` was first called; None when the run ended by itself (burst)."""
         self._executions: anyio.CancelScope | None = None
+        self._to_give_back: list[uuid.UUID] = []
+        """Tokens of failed claim rounds not yet given back (the server was unreachable)."""
 
     def wake(self) -> None:
         self._wakeup.set()
@@ -128,6 +131,8 @@ class Dispatcher:
                 await self._wakeup.wait(math.inf)
                 continue
             try:
+                if self._to_give_back:
+                    await self._unclaim([])
                 claimed = await self._claim(plan)
                 delay = 0.5
             except (SQLAlchemyError, OSError) as exc:
@@ -186,19 +191,28 @@ class Dispatcher:
                     )
             except (SQLAlchemyError, OSError):
                 await self._connection.close()
-                await self._unclaim(tokens)
+                with contextlib.suppress(SQLAlchemyError, OSError):
+                    await self._unclaim(tokens)
                 raise
         return claimed
 
     async def _unclaim(self, tokens: list[uuid.UUID]) -> None:
         """After a failed claim round, give back what it may have leased (a claim can commit
-        and still lose its answer); if that fails too, the leases expire."""
+        and still lose its answer). If that fails too (the server is restarting), the tokens
+        are given back before the next claim round, so the tasks wait for the server, not for
+        their leases to expire. Harmless if the claim never committed: no row has the token."""
+        self._to_give_back += tokens
         try:
             with anyio.fail_after(10):
-                await queries.task_unclaim(await self._connection.get(), tokens)
+                await queries.task_unclaim(await self._connection.get(), self._to_give_back)
+            self._to_give_back.clear()
         except (SQLAlchemyError, OSError) as exc:
             await self._connection.close()
-            log.warning("could not give back a failed claim (%s)", errors.one_line(exc))
+            log.warning(
+                "could not give back a failed claim yet (%s); retrying before the next claim",
+                errors.one_line(exc),
+            )
+            raise
 
     def cancel_running(self, payload: str) -> None:
         """Interrupt the running task whose id is `payload`, if it runs here."""

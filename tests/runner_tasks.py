@@ -100,28 +100,6 @@ async def nul_in_error(data: Job) -> None:
     raise ValueError("reply was b'\x00\x01' and \udcff")
 
 
-@task(timeout=1, retry_delay=0, max_attempts=2)
-async def blocks_the_loop(data: Job) -> None:
-    _ledger("start", data)
-    time.sleep(60)  # noqa: ASYNC251 (the point: a sync call stops the event loop)
-
-
-@task(timeout=0.5, retry_delay=0, max_attempts=1)
-async def ignores_cancellation(data: Job) -> None:
-    _ledger("start", data)
-    while True:
-        try:
-            await anyio.sleep(10)
-        except BaseException:
-            continue
-
-
-@task(retry_delay=0, max_attempts=2)
-async def kills_its_process(data: Job) -> None:
-    _ledger("start", data)
-    os._exit(7)
-
-
 @task
 async def not_yet(data: Job) -> None:
     """Asks to run again in 0.5 s the first time (not a failure), then finishes."""

@@ -218,21 +218,6 @@ async def test_check_interval_bounds_the_restart_after_sigkill(
     assert restarted - killed_at < 1.0 + 0.5  # within the check interval (log stamps are ms)
 
 
-async def test_sigkill_mid_task_loses_nothing(
-    engine: AsyncEngine, start_runner: StartRunner, ledger: Path
-) -> None:
-    runner = start_runner("--workers", "2", "--concurrency", "3", "--retry-delay", "0.5")
-    await runner.started(2)
-    await put(engine, runner_tasks.record, jobs(12, sleep=1.5))
-    first = (await wait_for_entries(ledger, "start", 1))[0]
-    os.kill(first.pid, signal.SIGKILL)
-    await runner.wait_for_log("worker-. died holding [1-3] tasks")
-    ends = await wait_for_entries(ledger, "end", 12, timeout=60)
-    assert {e.key for e in ends} == set(range(12))
-    assert first.key in {e.key for e in ends if e.pid != first.pid}
-    await wait_for_tasks(engine, exactly=0, timeout=10)
-
-
 async def test_sigstopped_worker_is_killed_and_replaced(
     engine: AsyncEngine, start_runner: StartRunner, ledger: Path
 ) -> None:
@@ -249,33 +234,6 @@ async def test_sigstopped_worker_is_killed_and_replaced(
     ends = await wait_for_entries(ledger, "end", 1, timeout=30)
     assert ends[0].pid == pids[1]
     assert not _alive(pid)
-
-
-async def test_late_ack_after_a_lost_lease_changes_nothing(
-    engine: AsyncEngine, start_runner: StartRunner, ledger: Path
-) -> None:
-    # A slow check interval, so the paused worker is not killed: it comes back and writes late.
-    paused = start_runner("--workers", "1", "--check-interval", "120")
-    (pid,) = await paused.started(1)
-    await put(engine, runner_tasks.record, jobs(1, sleep=3.0))
-    await wait_for_entries(ledger, "start", 1)
-    os.kill(pid, signal.SIGSTOP)
-    # The lease runs out (back-dated: only the database clock counts) and another worker
-    # claims the task with a fresh token.
-    async with engine.begin() as conn:
-        await conn.execute(text("UPDATE sqlatasks_tasks SET locked_until = now() - interval '1s'"))
-    taker = start_runner("--workers", "1")
-    await wait_for_entries(ledger, "start", 2, timeout=60)
-    held = await row(engine)
-    os.kill(pid, signal.SIGCONT)
-    await paused.wait_for_log("1 of 1 outcomes matched no lease", timeout=30)
-    still = await row(engine)
-    assert (still.lease_token, still.locked_by) == (held.lease_token, held.locked_by)
-    assert str(pid) not in still.locked_by
-    ends = await wait_for_entries(ledger, "end", 2, timeout=30)
-    assert sorted(e.pid == pid for e in ends) == [False, True]  # both ran; one ack counted
-    await wait_for_tasks(engine, exactly=0, timeout=10)
-    assert "Traceback" not in taker.log()
 
 
 async def test_sigterm_lets_tasks_finish_and_exits_0(
@@ -416,38 +374,6 @@ async def test_tasks_that_exit_or_fail_oddly_fail_only_themselves(
     assert log.count("sqlatasks.worker: started") == 1
 
 
-async def test_a_task_blocking_the_event_loop_gets_its_worker_killed(
-    engine: AsyncEngine, start_runner: StartRunner, ledger: Path
-) -> None:
-    runner = start_runner("--workers", "1", "--check-interval", "0.5")
-    await runner.started(1)
-    await put(engine, runner_tasks.blocks_the_loop, jobs(1))  # timeout 1, max_attempts 2
-    await runner.wait_for_log("parked|died holding 1 tasks", count=1, timeout=60)
-    await runner.wait_for_log("worker-0 is hung", count=2, timeout=60)
-    starts = [e for e in ledger_entries(ledger) if e.event == "start"]
-    assert len(starts) == 2
-    assert starts[0].pid != starts[1].pid
-    await wait_for_tasks(engine, at_least=1, where="failed_at IS NOT NULL", timeout=20)
-    parked = await row(engine)
-    assert (parked.attempts, parked.locked_until) == (2, None)
-    assert parked.last_error.startswith("WorkerLost")
-
-
-async def test_a_task_ignoring_its_cancellation_gets_its_worker_killed(
-    engine: AsyncEngine, start_runner: StartRunner, ledger: Path
-) -> None:
-    runner = start_runner("--workers", "1", "--check-interval", "0.5")
-    (pid,) = await runner.started(1)
-    await put(engine, runner_tasks.ignores_cancellation, jobs(1))  # timeout 0.5
-    await runner.wait_for_log("ignores its cancellation past its time limit", timeout=60)
-    await runner.wait_for_log("worker-0 is hung", timeout=60)
-    pids = await runner.started(2)
-    assert pids[1] != pid
-    await wait_for_tasks(engine, at_least=1, where="failed_at IS NOT NULL", timeout=20)
-    assert (await row(engine)).last_error.startswith("WorkerLost")
-    assert len([e for e in ledger_entries(ledger) if e.event == "start"]) == 1
-
-
 async def test_workers_of_a_killed_runner_finish_their_tasks_and_exit(
     engine: AsyncEngine, start_runner: StartRunner, ledger: Path
 ) -> None:
@@ -462,46 +388,6 @@ async def test_workers_of_a_killed_runner_finish_their_tasks_and_exit(
         while any(_alive(pid) for pid in pids):
             await anyio.sleep(0.1)
     assert await count_tasks(engine) == 0  # their acks were written before they left
-
-
-async def test_a_task_that_kills_its_process_is_retried_then_parked(
-    engine: AsyncEngine, start_runner: StartRunner, ledger: Path
-) -> None:
-    runner = start_runner("--workers", "1")
-    await runner.started(1)
-    await put(engine, runner_tasks.kills_its_process, jobs(1))  # max_attempts 2
-    await put(engine, runner_tasks.record, jobs(3, first=10))
-    await runner.wait_for_log("died holding 1 tasks", count=2, timeout=60)
-    await wait_for_tasks(engine, at_least=1, where="failed_at IS NOT NULL", timeout=30)
-    parked = await row(engine, "failed_at IS NOT NULL")
-    assert parked.attempts == 2
-    assert parked.last_error.startswith("WorkerLost")
-    ends = await wait_for_entries(ledger, "end", 3, timeout=60)
-    assert {e.key for e in ends} == {10, 11, 12}  # the other tasks were not held hostage
-    await wait_for_tasks(engine, exactly=1, timeout=10)  # acks follow the last ledger lines
-
-
-async def test_after_the_whole_runner_is_killed_its_tasks_run_once_leases_expire(
-    engine: AsyncEngine, start_runner: StartRunner, ledger: Path
-) -> None:
-    doomed = start_runner("--workers", "2", "--concurrency", "2")
-    await doomed.started(2)
-    await put(engine, runner_tasks.record, jobs(6, sleep=30))
-    await wait_for_entries(ledger, "start", 4)
-    doomed.kill()  # SIGKILL to the supervisor and its workers: no one is left to clean up
-    assert await count_tasks(engine, "locked_until > now()") == 4
-    # Their leases run out (back-dated here: only the database clock counts) …
-    async with engine.begin() as conn:
-        await conn.execute(
-            text("UPDATE sqlatasks_tasks SET locked_until = now() - interval '1 second'")
-        )
-    async with engine.begin() as conn:  # … and the rest of the work is quick now
-        await conn.execute(text("UPDATE sqlatasks_tasks SET payload = payload || '{\"sleep\": 0}'"))
-    heir = start_runner("--workers", "1", "--concurrency", "6", "--burst")
-    assert await heir.wait_exit(60) == 0
-    ends = [e for e in ledger_entries(ledger) if e.event == "end"]
-    assert {e.key for e in ends} == set(range(6))
-    assert await count_tasks(engine) == 0
 
 
 async def test_retry_asks_for_a_later_run_without_counting_a_failure(

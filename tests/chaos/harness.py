@@ -1,0 +1,191 @@
+"""A chaos run: real runners on a database, the keys it enqueued, the faults it injected."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import signal
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import anyio
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+
+from sqlatasks import Task, enqueue_many
+from tests.chaos import ledger
+from tests.chaos.tasks import Work
+from tests.processes import Runner
+
+
+class Chaos:
+    def __init__(self, url: str, folder: Path) -> None:
+        self.url = url
+        self.folder = folder
+        self.engine: AsyncEngine = create_async_engine(url, pool_pre_ping=True, pool_size=20)
+        self.faults = ledger.FaultLog(folder)
+        self.runners: list[Runner] = []
+        self.committed: set[int] = set()
+        self.must_park: set[int] = set()
+        self.rolled_back: set[int] = set()
+        self.uncertain: set[int] = set()
+        self._keys = itertools.count()
+
+    def runner(self, *args: str) -> Runner:
+        runner = Runner(self.url, self.folder, *args, imports=["tests.chaos.tasks"])
+        self.runners.append(runner)
+        return runner
+
+    async def enqueue(
+        self,
+        fn: Task[Any],
+        count: int,
+        *,
+        sleep: float = 0.0,
+        park: bool = False,
+        rollback: bool = False,
+    ) -> list[int]:
+        """Enqueue `count` tasks in one transaction; `park`: built to end parked."""
+        keys = [next(self._keys) for _ in range(count)]
+        return await self.enqueue_keys(fn, keys, sleep=sleep, park=park, rollback=rollback)
+
+    async def enqueue_keys(
+        self,
+        fn: Task[Any],
+        keys: list[int],
+        *,
+        sleep: float | Iterable[float] = 0.0,
+        park: bool = False,
+        rollback: bool = False,
+    ) -> list[int]:
+        sleeps = [sleep] * len(keys) if isinstance(sleep, float | int) else list(sleep)
+        payloads = [Work(key=k, sleep=s) for k, s in zip(keys, sleeps, strict=True)]
+        try:
+            async with (
+                async_sessionmaker(self.engine)() as session,
+                session.begin() as transaction,
+            ):
+                await enqueue_many(session, fn, payloads)
+                if rollback:
+                    await transaction.rollback()
+        except (SQLAlchemyError, OSError):
+            self.uncertain.update(keys)  # the commit may or may not have happened
+            raise
+        (self.rolled_back if rollback else self.committed).update(keys)
+        if park and not rollback:
+            self.must_park.update(keys)
+        return keys
+
+    def next_keys(self, count: int) -> list[int]:
+        return [next(self._keys) for _ in range(count)]
+
+    async def terminate(self, role: str) -> int:
+        """pg_terminate_backend on every runner connection named `sqlatasks <role> …`."""
+        async with self.engine.connect() as conn:
+            result = await conn.execute(
+                text(
+                    "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid))"
+                    " FROM pg_stat_activity WHERE application_name LIKE :pattern"
+                ),
+                {"pattern": f"sqlatasks {role}%"},
+            )
+            count = int(result.scalar_one())
+        if count:
+            self.faults.record(f"terminate {role} connection")
+        return count
+
+    async def sessions(self, role: str) -> int:
+        async with self.engine.connect() as conn:
+            found = await conn.execute(
+                text("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE :p"),
+                {"p": f"sqlatasks {role}%"},
+            )
+            return int(found.scalar_one())
+
+    def kill_worker(self, pid: int) -> None:
+        self.faults.record("sigkill worker", [pid])
+        os.kill(pid, signal.SIGKILL)
+
+    def kill_runner(self, runner: Runner) -> None:
+        pids = [runner.process.pid, *children(runner.process.pid)]
+        self.faults.record("sigkill runner", pids)
+        runner.kill()
+
+    async def verdict(self) -> ledger.Verdict:
+        return ledger.check(
+            ledger.read_executions(self.folder),
+            self.faults.read(),
+            await ledger.read_rows(self.engine),
+            committed=self.committed,
+            must_park=self.must_park,
+            rolled_back=self.rolled_back,
+            uncertain=self.uncertain,
+        )
+
+    async def settled(self, timeout: float = 120) -> ledger.Verdict:
+        """Wait until every committed task completed or parked and no row is leased; judge."""
+        verdict = None
+        leased: list[ledger.Row] = []
+        with anyio.move_on_after(timeout):
+            while True:
+                verdict = await self.verdict()
+                leased = [r for r in await ledger.read_rows(self.engine) if r.leased]
+                if not verdict.lost and not verdict.leftover_rows and not leased:
+                    return verdict
+                await anyio.sleep(0.2)
+        problems = verdict.problems() if verdict else []
+        if verdict and verdict.lost:
+            lost = set(verdict.lost[:5])
+            runs = [r for r in ledger.read_executions(self.folder) if r.key in lost]
+            rows = [r for r in await ledger.read_rows(self.engine) if r.key in lost]
+            problems.append(f"lost keys' executions: {runs}; rows: {rows}")
+        async with self.engine.connect() as conn:
+            held = await conn.execute(
+                text(
+                    "SELECT id, attempts, locked_by, lease_token, locked_until - now()"
+                    " FROM sqlatasks_tasks WHERE locked_until IS NOT NULL"
+                )
+            )
+            problems.append(f"leases held: {[tuple(map(str, r)) for r in held.all()]}")
+        raise AssertionError(f"not settled in {timeout} s: {problems}, leased: {leased}")
+
+    async def close(self) -> None:
+        for runner in self.runners:
+            runner.kill()
+        await self.engine.dispose()
+
+
+def children(pid: int) -> list[int]:
+    """The direct children of a process (a runner's workers), from /proc."""
+    found = []
+    with contextlib.suppress(OSError):
+        for thread in Path(f"/proc/{pid}/task").iterdir():
+            found += [int(c) for c in (thread / "children").read_text().split()]
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+async def wait_dead(pid: int, timeout: float = 60) -> float:
+    """Wait until `pid` is gone; the time it was first seen gone (an upper bound)."""
+    with anyio.fail_after(timeout):
+        while alive(pid) and not zombie(pid):
+            await anyio.sleep(0.05)
+    return time.time()
+
+
+def zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False

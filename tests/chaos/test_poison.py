@@ -1,0 +1,55 @@
+"""Poison tasks fail only themselves: one that always raises, one that calls os._exit, an
+invalid payload row, an unknown task name. (A forbidden row naming a module with an import
+side effect is proven never imported by tests/test_runner.py::
+test_forbidden_rows_are_parked_and_never_imported.)"""
+
+from __future__ import annotations
+
+import anyio
+from sqlalchemy import text
+
+from tests.chaos import ledger, tasks
+from tests.chaos.harness import Chaos
+
+
+async def test_poison_tasks_park_and_the_rest_flows(chaos: Chaos) -> None:
+    runner = chaos.runner("--workers", "1", "--concurrency", "4", "--retry-delay", "0.2")
+    await runner.started(1)
+    async with chaos.engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO sqlatasks_tasks (task_name, payload) VALUES"
+                " ('tests.chaos.tasks:work', '{\"key\": \"not a number\"}'),"
+                " ('tests.chaos.tasks:no_such_task', '{\"key\": 1}')"
+            )
+        )
+    bad_rows = "payload->>'key' = 'not a number' OR task_name LIKE '%no_such_task'"
+    bad: dict[str, tuple[int, str]] = {}
+    with anyio.fail_after(30):
+        while len(bad) < 2:
+            async with chaos.engine.connect() as conn:
+                found = await conn.execute(
+                    text(
+                        "SELECT task_name, attempts, last_error FROM sqlatasks_tasks"
+                        f" WHERE ({bad_rows}) AND failed_at IS NOT NULL"
+                    )
+                )
+                bad = {name: (attempts, error) for name, attempts, error in found.all()}
+            await anyio.sleep(0.1)
+    raises = await chaos.enqueue(tasks.always_fails, 2, park=True)  # max_attempts 3
+    exits = await chaos.enqueue(tasks.exits, 2, park=True)  # max_attempts 2
+    await chaos.enqueue(tasks.work, 30, sleep=0.05)
+    # Parked on their first claim, never run, never retried.
+    assert {attempts for attempts, _ in bad.values()} == {1}
+    assert "Input should be a valid integer" in bad["tests.chaos.tasks:work"][1]
+    assert "no @task is registered" in bad["tests.chaos.tasks:no_such_task"][1]
+    async with chaos.engine.begin() as conn:
+        await conn.execute(text(f"DELETE FROM sqlatasks_tasks WHERE {bad_rows}"))
+    verdict = await chaos.settled(timeout=60)
+    verdict.assert_ok()
+    assert verdict.completed == 30
+    assert verdict.parked == 4
+    rows = {r.key: r for r in await ledger.read_rows(chaos.engine)}
+    assert [rows[k].attempts for k in raises + exits] == [3, 3, 2, 2]
+    # Tasks running beside an os._exit die with its process: each of those re-runs has it as cause.
+    assert {d.cause for d in verdict.duplicates} <= {"task called os._exit (mid-task)"}

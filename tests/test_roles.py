@@ -1,0 +1,72 @@
+"""The least-privilege roles of docs/reliability.md, proven: a producer role enqueues and a
+worker role runs the real runner, each with only the GRANTs the page lists."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ProgrammingError
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+
+from sqlatasks import enqueue, enqueue_many
+from tests import runner_tasks
+from tests.processes import Runner, ledger_entries
+
+pytestmark = pytest.mark.slow
+
+GRANTS = """
+CREATE ROLE {producer} LOGIN;
+GRANT USAGE ON SCHEMA public TO {producer};
+GRANT INSERT ON sqlatasks_tasks TO {producer};
+GRANT SELECT (id, scheduled_at, attempts, created_at) ON sqlatasks_tasks TO {producer};
+GRANT USAGE ON SEQUENCE sqlatasks_tasks_id_seq TO {producer};
+CREATE ROLE {worker} LOGIN;
+GRANT USAGE ON SCHEMA public TO {worker};
+GRANT SELECT, UPDATE, DELETE ON sqlatasks_tasks TO {worker};
+"""
+
+
+async def test_producer_and_worker_roles_need_only_their_grants(
+    engine: AsyncEngine, db_url: str, tmp_path: Path
+) -> None:
+    suffix = make_url(db_url).database
+    producer, worker = f"producer_{suffix}", f"worker_{suffix}"
+    async with engine.begin() as conn:
+        for statement in GRANTS.format(producer=producer, worker=worker).split(";"):
+            if statement.strip():
+                await conn.execute(text(statement))
+    try:
+        as_producer = create_async_engine(make_url(db_url).set(username=producer))
+        async with async_sessionmaker(as_producer)() as session, session.begin():
+            session.add(enqueue(runner_tasks.record, runner_tasks.Job(key=0)))
+            await enqueue_many(
+                session, runner_tasks.record, [runner_tasks.Job(key=k) for k in (1, 2)]
+            )
+        async with as_producer.connect() as conn:  # and nothing more: no payloads, no changes
+            with pytest.raises(ProgrammingError, match="permission denied"):
+                await conn.execute(text("SELECT payload FROM sqlatasks_tasks"))
+        async with as_producer.connect() as conn:
+            with pytest.raises(ProgrammingError, match="permission denied"):
+                await conn.execute(text("DELETE FROM sqlatasks_tasks"))
+        await as_producer.dispose()
+        worker_url = make_url(db_url).set(username=worker).render_as_string(hide_password=False)
+        runner = Runner(worker_url, tmp_path, "--workers", "1", "--burst")
+        try:
+            assert await runner.wait_exit(60) == 0, runner.log()
+        finally:
+            runner.kill()
+        assert "permission denied" not in runner.log()
+        ends = Counter(e.key for e in ledger_entries(tmp_path) if e.event == "end")
+        assert ends == Counter([0, 1, 2])
+        async with engine.connect() as conn:
+            left = await conn.execute(text("SELECT count(*) FROM sqlatasks_tasks"))
+            assert left.scalar_one() == 0
+    finally:
+        async with engine.begin() as conn:
+            for role in (producer, worker):
+                await conn.execute(text(f"DROP OWNED BY {role}"))
+                await conn.execute(text(f"DROP ROLE {role}"))
