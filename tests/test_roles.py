@@ -3,6 +3,7 @@ worker role runs the real runner, each with only the GRANTs the page lists."""
 
 from __future__ import annotations
 
+import signal
 from collections import Counter
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 
 from sqlatasks import enqueue, enqueue_many
 from tests import runner_tasks
-from tests.processes import Runner, ledger_entries
+from tests.processes import Runner, ledger_entries, wait_for_entries
 
 pytestmark = pytest.mark.slow
 
@@ -22,11 +23,14 @@ GRANTS = """
 CREATE ROLE {producer} LOGIN;
 GRANT USAGE ON SCHEMA public TO {producer};
 GRANT INSERT ON sqlatasks_tasks TO {producer};
-GRANT SELECT (id, scheduled_at, attempts, created_at) ON sqlatasks_tasks TO {producer};
+GRANT SELECT (id, scheduled_at, attempts, last_error, failed_at, created_at, duplicate_of)
+    ON sqlatasks_tasks TO {producer};
 GRANT USAGE ON SEQUENCE sqlatasks_tasks_id_seq TO {producer};
 CREATE ROLE {worker} LOGIN;
 GRANT USAGE ON SCHEMA public TO {worker};
-GRANT SELECT, UPDATE, DELETE ON sqlatasks_tasks TO {worker};
+GRANT SELECT, INSERT, UPDATE, DELETE ON sqlatasks_tasks TO {worker};
+GRANT USAGE ON SEQUENCE sqlatasks_tasks_id_seq TO {worker};
+GRANT SELECT, INSERT, UPDATE ON sqlatasks_periodic TO {worker};
 """
 
 
@@ -43,6 +47,15 @@ async def test_producer_and_worker_roles_need_only_their_grants(
         as_producer = create_async_engine(make_url(db_url).set(username=producer))
         async with async_sessionmaker(as_producer)() as session, session.begin():
             session.add(enqueue(runner_tasks.record, runner_tasks.Job(key=0)))
+            # A unique key's check and a skipped duplicate's removal run as the table's owner.
+            keyed = [
+                enqueue(runner_tasks.record, runner_tasks.Job(key=3), unique_key="three")
+                for _ in range(2)
+            ]
+            session.add_all(keyed)
+            await session.flush()
+            assert keyed[0].duplicate_of is None
+            assert keyed[1].duplicate_of == keyed[0].id
             await enqueue_many(
                 session, runner_tasks.record, [runner_tasks.Job(key=k) for k in (1, 2)]
             )
@@ -54,17 +67,28 @@ async def test_producer_and_worker_roles_need_only_their_grants(
                 await conn.execute(text("DELETE FROM sqlatasks_tasks"))
         await as_producer.dispose()
         worker_url = make_url(db_url).set(username=worker).render_as_string(hide_password=False)
-        runner = Runner(worker_url, tmp_path, "--workers", "1", "--burst")
+        runner = Runner(
+            worker_url,
+            tmp_path,
+            "--workers",
+            "1",
+            imports=["tests.runner_tasks", "tests.periodic_tasks"],  # its scheduler too
+        )
         try:
+            await wait_for_entries(tmp_path, "end", 4, timeout=60)
+            await runner.wait_for_log("registered; first run at", count=2)
+            runner.signal(signal.SIGTERM)
             assert await runner.wait_exit(60) == 0, runner.log()
         finally:
             runner.kill()
         assert "permission denied" not in runner.log()
         ends = Counter(e.key for e in ledger_entries(tmp_path) if e.event == "end")
-        assert ends == Counter([0, 1, 2])
+        assert ends == Counter([0, 1, 2, 3])
         async with engine.connect() as conn:
             left = await conn.execute(text("SELECT count(*) FROM sqlatasks_tasks"))
             assert left.scalar_one() == 0
+            seated = await conn.execute(text("SELECT count(*) FROM sqlatasks_periodic"))
+            assert seated.scalar_one() == 2  # the scheduler wrote as the worker role
     finally:
         async with engine.begin() as conn:
             for role in (producer, worker):

@@ -28,13 +28,18 @@ CREATE UNIQUE INDEX sqlatasks_tasks_unique_key_idx
     WHERE unique_key IS NOT NULL AND failed_at IS NULL
 """,
     """
-CREATE FUNCTION sqlatasks_unique_check() RETURNS trigger LANGUAGE plpgsql AS $$
+-- SECURITY DEFINER (the table owner's rights, with a fixed search_path and the table named by
+-- the trigger's own schema): a producer role needs INSERT only, not SELECT on keys or DELETE.
+CREATE FUNCTION sqlatasks_unique_check() RETURNS trigger LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     -- Serialise inserts of the same key until the first inserter commits or rolls back. Under
     -- READ COMMITTED the lookup below then takes a fresh snapshot and sees that commit.
     PERFORM pg_advisory_xact_lock(TG_RELID::integer, hashtext(NEW.unique_key));
-    SELECT id INTO NEW.duplicate_of FROM sqlatasks_tasks
-    WHERE unique_key = NEW.unique_key AND failed_at IS NULL;
+    EXECUTE format(
+        'SELECT id FROM %I.%I WHERE unique_key = $1 AND failed_at IS NULL',
+        TG_TABLE_SCHEMA, TG_TABLE_NAME
+    ) INTO NEW.duplicate_of USING NEW.unique_key;
     IF NEW.duplicate_of IS NOT NULL THEN
         -- Parked, so it neither holds the key nor is ever claimed.
         NEW.failed_at := now();
@@ -52,9 +57,11 @@ CREATE TRIGGER sqlatasks_tasks_unique_check
     EXECUTE FUNCTION sqlatasks_unique_check()
 """,
     """
-CREATE FUNCTION sqlatasks_unique_skip() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION sqlatasks_unique_skip() RETURNS trigger LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    DELETE FROM sqlatasks_tasks WHERE id = NEW.id;
+    EXECUTE format('DELETE FROM %I.%I WHERE id = $1', TG_TABLE_SCHEMA, TG_TABLE_NAME)
+    USING NEW.id;
     RETURN NULL;
 END;
 $$
