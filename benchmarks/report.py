@@ -102,7 +102,12 @@ def print_table(
 
 
 def write_json(
-    scenario: str, rows: Sequence[Row], *, quick: bool, facts: Mapping[str, str]
+    scenario: str,
+    rows: Sequence[Row],
+    *,
+    quick: bool,
+    facts: Mapping[str, str],
+    folder: Path = RESULTS,
 ) -> Path:
     document: dict[str, Any] = {
         "scenario": scenario,
@@ -122,6 +127,7 @@ def write_json(
                 "cpu_micros_per_operation": row.cpu_micros_per_operation,
                 "spread": row.spread,
                 "notes": dict(row.notes),
+                "series": {name: list(values) for name, values in row.series.items()},
             }
             for row in rows
         ],
@@ -135,7 +141,7 @@ def write_json(
             for c in comparisons(rows)
         ],
     }
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"{scenario}.json"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{scenario}.json"
     path.write_text(json.dumps(document, indent=2) + "\n")
     return path
