@@ -19,6 +19,7 @@ from benchmarks import (
     notify_cost,
     process,
     report,
+    unlogged,
 )
 from sqlatasks import errors
 
@@ -33,6 +34,7 @@ SCENARIOS: dict[str, Scenario] = {
     "notify_cost": notify_cost.run,
     "depth": depth.run,
     "churn": churn.run,
+    "unlogged": unlogged.run,
 }
 
 
