@@ -53,7 +53,11 @@ def print_table(
     scenario: str, rows: Sequence[Row], *, quick: bool, facts: Mapping[str, str]
 ) -> None:
     rounds = max(len(row.round_seconds) for row in rows)
-    server = ", ".join(f"{k}={facts[k]}" for k in ("fsync", "synchronous_commit") if k in facts)
+    server = ", ".join(
+        f"{k}={facts[k]}"
+        for k in ("fsync", "synchronous_commit", "autovacuum", "shared_buffers")
+        if k in facts
+    )
     print(f"\n{scenario}  ({'quick' if quick else 'full'} run, median of {rounds} rounds)")
     print(
         f"  {facts.get('database', '?')}; PostgreSQL {facts.get('server_version', '?')}, {server}"
