@@ -34,10 +34,13 @@ def demo(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmarks, as ratios to raw asyncpg (a throwaway database unless SQLATASKS_BENCH_…).
 
-    `nox -s bench -- --quick` for a smoke run; name scenarios to run only those.
+    `nox -s bench -- --quick` for a smoke run; name scenarios to run only those. A full run
+    also redraws the charts in docs/images from benchmarks/results.
     """
-    session.install("-e", ".[embedded]")
+    session.install("-e", ".[bench]")
     session.run("python", "-m", "benchmarks", *session.posargs)
+    if "--quick" not in session.posargs:
+        session.run("python", "-m", "benchmarks.charts")
 
 
 @nox.session

@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
 from typing import Any
 
 from benchmarks import (
+    churn,
     database,
     depth,
     enqueue_bulk,
@@ -18,6 +20,7 @@ from benchmarks import (
     process,
     report,
     unique_cost,
+    unlogged,
 )
 from sqlatasks import errors
 
@@ -31,6 +34,8 @@ SCENARIOS: dict[str, Scenario] = {
     "latency": latency.run,
     "notify_cost": notify_cost.run,
     "depth": depth.run,
+    "churn": churn.run,
+    "unlogged": unlogged.run,
     "unique_cost": unique_cost.run,
 }
 
@@ -42,6 +47,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--durable",
         action="store_true",
         help="keep the server's synchronous_commit (default: off for the benchmark database)",
+    )
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=report.RESULTS,
+        help="folder for the JSON files (default: benchmarks/results)",
     )
     parser.add_argument("scenario", nargs="*", help=f"any of {', '.join(SCENARIOS)} (default: all)")
     args = parser.parse_args(argv)
@@ -59,7 +70,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             for name in names:
                 rows = asyncio.run(SCENARIOS[name](url, args.quick))
                 report.print_table(name, rows, quick=args.quick, facts=facts)
-                path = report.write_json(name, rows, quick=args.quick, facts=facts)
+                path = report.write_json(
+                    name, rows, quick=args.quick, facts=facts, folder=args.results
+                )
                 print(f"  -> {path}")
     except (errors.SqlatasksError, ValueError) as exc:
         parser.exit(2, f"benchmarks: {exc}\n")

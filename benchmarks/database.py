@@ -23,7 +23,14 @@ from sqlatasks.models import TABLE_NAME
 ROOT = Path(__file__).resolve().parent.parent
 URL_VARIABLE = "SQLATASKS_BENCH_DATABASE_URL"
 TABLES = (TABLE_NAME, app.Order.__tablename__)
-SERVER_SETTINGS = ("server_version", "fsync", "synchronous_commit", "shared_buffers")
+SERVER_SETTINGS = (
+    "server_version",
+    "fsync",
+    "synchronous_commit",
+    "shared_buffers",
+    "autovacuum",
+    "max_wal_size",
+)
 
 
 @contextmanager

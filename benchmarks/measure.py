@@ -45,6 +45,8 @@ class Row:
     round_cpu_seconds: tuple[float, ...] = ()
     """This process's CPU time in each round: the client's own cost, without waits for the
     server and (mostly) without time stolen by other processes or a VM's neighbours."""
+    series: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
+    """Raw samples for the charts (latencies, sizes over time), by name."""
 
     @property
     def seconds(self) -> float:

@@ -22,6 +22,7 @@ import time
 import uuid
 from datetime import datetime
 
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
 from benchmarks import database, measure
@@ -72,14 +73,17 @@ async def run(url: str, quick: bool) -> list[measure.Row]:
 
             await database.truncate(engine)
             await fill(engine, tasks)
-            seconds, startup = await _runner_drain(url, workers, concurrency)
+            seconds, startup = await runner_drain(url, workers, concurrency)
+            left = await queued(engine)
+            if left:
+                raise SystemExit(f"benchmarks: the runner --burst left {left} tasks unprocessed")
             rows.append(
                 measure.Row(
                     f"sqlatasks runner --burst {shape}",
                     tasks,
                     (seconds,),
                     baselines=(raw_name,),
-                    notes={"startup_seconds": round(startup, 2)},
+                    notes={"startup_seconds": round(startup, 2), "unprocessed tasks": 0.0},
                 )
             )
             print(f"  {shape}: done", flush=True)
@@ -94,6 +98,12 @@ async def fill(engine: AsyncEngine, tasks: int) -> None:
     sessions = async_sessionmaker(engine)
     async with sessions() as session, session.begin():
         await enqueue_many(session, noop, (Nothing(i=i) for i in range(tasks)))
+
+
+async def queued(engine: AsyncEngine) -> int:
+    """Tasks in the queue table."""
+    async with engine.connect() as conn:
+        return int((await conn.execute(text(f"SELECT count(*) FROM {TABLE_NAME}"))).scalar_one())
 
 
 async def raw_drain(url: str, connections: int, batch: int) -> float:
@@ -116,7 +126,7 @@ async def raw_drain(url: str, connections: int, batch: int) -> float:
     return time.perf_counter() - start
 
 
-async def _runner_drain(url: str, workers: int, concurrency: int) -> tuple[float, float]:
+async def runner_drain(url: str, workers: int, concurrency: int) -> tuple[float, float]:
     """(seconds from the first worker's start to exit, seconds of start-up)."""
     command = [
         sys.executable, "-m", "sqlatasks.runner", "--import", "benchmarks.noop", "--burst",

@@ -53,7 +53,11 @@ def print_table(
     scenario: str, rows: Sequence[Row], *, quick: bool, facts: Mapping[str, str]
 ) -> None:
     rounds = max(len(row.round_seconds) for row in rows)
-    server = ", ".join(f"{k}={facts[k]}" for k in ("fsync", "synchronous_commit") if k in facts)
+    server = ", ".join(
+        f"{k}={facts[k]}"
+        for k in ("fsync", "synchronous_commit", "autovacuum", "shared_buffers")
+        if k in facts
+    )
     print(f"\n{scenario}  ({'quick' if quick else 'full'} run, median of {rounds} rounds)")
     print(
         f"  {facts.get('database', '?')}; PostgreSQL {facts.get('server_version', '?')}, {server}"
@@ -102,7 +106,12 @@ def print_table(
 
 
 def write_json(
-    scenario: str, rows: Sequence[Row], *, quick: bool, facts: Mapping[str, str]
+    scenario: str,
+    rows: Sequence[Row],
+    *,
+    quick: bool,
+    facts: Mapping[str, str],
+    folder: Path = RESULTS,
 ) -> Path:
     document: dict[str, Any] = {
         "scenario": scenario,
@@ -122,6 +131,7 @@ def write_json(
                 "cpu_micros_per_operation": row.cpu_micros_per_operation,
                 "spread": row.spread,
                 "notes": dict(row.notes),
+                "series": {name: list(values) for name, values in row.series.items()},
             }
             for row in rows
         ],
@@ -135,7 +145,7 @@ def write_json(
             for c in comparisons(rows)
         ],
     }
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"{scenario}.json"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{scenario}.json"
     path.write_text(json.dumps(document, indent=2) + "\n")
     return path
