@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
-import sys
 import time
 from dataclasses import dataclass
 
@@ -125,16 +123,8 @@ async def run(url: str, quick: bool) -> list[measure.Row]:
 
 async def _start_runner(url: str) -> tuple[asyncio.subprocess.Process, asyncio.Task[None]]:
     """The runner, once its worker has started; and the task that keeps reading its log."""
-    command = [
-        sys.executable, "-m", "sqlatasks.runner", "--import", "benchmarks.noop",
-        "--workers", "1", "--concurrency", "50", "--log-level", "INFO",
-    ]  # fmt: skip
-    runner = await asyncio.create_subprocess_exec(
-        *command,
-        cwd=database.ROOT,
-        env={**os.environ, "SQLATASKS_DATABASE_URL": url},
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
+    runner = await database.start_runner(
+        url, "--workers", "1", "--concurrency", "50", "--log-level", "INFO"
     )
     assert runner.stderr is not None
     started = asyncio.Event()

@@ -98,3 +98,17 @@ async def raw_connection(url: str) -> Any:
     """A plain asyncpg connection to the database that SQLAlchemy's URL names."""
     dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
     return await asyncpg.connect(dsn)
+
+
+async def start_runner(
+    url: str, *flags: str, env: dict[str, str] | None = None, log: bool = True
+) -> asyncio.subprocess.Process:
+    """`python -m sqlatasks.runner` on the no-op tasks, with `flags`; its stderr (the log) piped
+    unless `log` is False."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "sqlatasks.runner", "--import", "benchmarks.noop", *flags,
+        cwd=ROOT,
+        env={**os.environ, **(env or {}), "SQLATASKS_DATABASE_URL": url},
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE if log else asyncio.subprocess.DEVNULL,
+    )  # fmt: skip

@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
-import sys
 import time
 
 from sqlalchemy import text
@@ -102,16 +100,8 @@ async def _raw(url: str, engine: AsyncEngine, take: int) -> float:
 
 async def _runner(url: str, engine: AsyncEngine, take: int) -> tuple[int, float]:
     """(tasks taken, seconds) for the runner to take `take` tasks, from its first worker."""
-    command = [
-        sys.executable, "-m", "sqlatasks.runner", "--import", "benchmarks.noop",
-        "--workers", "2", "--concurrency", "50", "--log-level", "INFO",
-    ]  # fmt: skip
-    runner = await asyncio.create_subprocess_exec(
-        *command,
-        cwd=database.ROOT,
-        env={**os.environ, "SQLATASKS_DATABASE_URL": url},
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
+    runner = await database.start_runner(
+        url, "--workers", "2", "--concurrency", "50", "--log-level", "INFO"
     )
     assert runner.stderr is not None
     try:

@@ -10,11 +10,9 @@ NOTIFY is there to beat. The runner is 1 worker x 10; the table's rate is 1 / me
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import signal
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -58,13 +56,11 @@ async def _measure(url: str, tasks: int, flags: list[str]) -> list[float]:
     await database.truncate(engine)
     sessions = async_sessionmaker(engine)
     stamps = Path(tempfile.mkdtemp(prefix="sqlatasks-stamps-")) / "stamps"
-    command = [
-        sys.executable, "-m", "sqlatasks.runner", "--import", "benchmarks.noop",
-        "--workers", "1", "--concurrency", "10", "--idle-sleep", "1", *flags,
-    ]  # fmt: skip
-    env = {**os.environ, "SQLATASKS_DATABASE_URL": url, "SQLATASKS_BENCH_STAMPS": str(stamps)}
-    process = await asyncio.create_subprocess_exec(
-        *command, cwd=database.ROOT, env=env, stderr=asyncio.subprocess.DEVNULL
+    process = await database.start_runner(
+        url,
+        *("--workers", "1", "--concurrency", "10", "--idle-sleep", "1", *flags),
+        env={"SQLATASKS_BENCH_STAMPS": str(stamps)},
+        log=False,
     )
     committed: dict[int, float] = {}
     try:

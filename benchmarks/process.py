@@ -15,9 +15,7 @@ runner's own writes are `synchronous_commit = off` in any case (docs/runner.md).
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import sys
 import time
 import uuid
 from datetime import datetime
@@ -128,17 +126,9 @@ async def raw_drain(url: str, connections: int, batch: int) -> float:
 
 async def runner_drain(url: str, workers: int, concurrency: int) -> tuple[float, float]:
     """(seconds from the first worker's start to exit, seconds of start-up)."""
-    command = [
-        sys.executable, "-m", "sqlatasks.runner", "--import", "benchmarks.noop", "--burst",
-        "--workers", str(workers), "--concurrency", str(concurrency),
-    ]  # fmt: skip
     launched = time.time()
-    process = await asyncio.create_subprocess_exec(
-        *command,
-        cwd=database.ROOT,
-        env={**os.environ, "SQLATASKS_DATABASE_URL": url},
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
+    process = await database.start_runner(
+        url, "--burst", "--workers", str(workers), "--concurrency", str(concurrency)
     )
     _, stderr = await process.communicate()
     exited = time.time()

@@ -19,6 +19,7 @@ import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import ExitStack
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from sqlalchemy import text
@@ -27,6 +28,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engin
 
 from examples import app
 from sqlatasks import embedded, settings
+
+if TYPE_CHECKING:
+    from tests.processes import Runner  # tests.processes imports this module
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = "sqlatasks_template"
@@ -163,6 +167,15 @@ async def session(shared_url: str) -> AsyncIterator[AsyncSession]:
             await sess.close()
             await outer.rollback()
     await eng.dispose()
+
+
+@pytest.fixture
+def runners(db_url: str, tmp_path: Path) -> Iterator[list[Runner]]:
+    """Runner processes a test starts (appending them here), killed at its end."""
+    started: list[Runner] = []
+    yield started
+    for runner in started:
+        runner.kill()
 
 
 async def count_tasks(engine: AsyncEngine, where: str = "true") -> int:

@@ -156,3 +156,12 @@ async def wait_for_tasks(
             if count == exactly or (at_least is not None and count >= at_least):
                 return count
             await anyio.sleep(0.05)
+
+
+def alive(pid: int) -> bool:
+    """Whether a process with this pid exists (a zombie counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

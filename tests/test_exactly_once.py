@@ -12,7 +12,6 @@ import random
 import re
 import signal
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -25,7 +24,7 @@ from sqlatasks import TaskDefinitionError, enqueue, enqueue_many, operations, ta
 from sqlatasks.testing import Committed, Failed, LeaseLost, run_pending
 from tests.conftest import count_tasks
 from tests.once_tasks import EFFECTS_DDL, Effect, write_effect
-from tests.processes import Runner, wait_for_entries, wait_for_tasks
+from tests.processes import Runner, alive, wait_for_entries, wait_for_tasks
 
 ONCE = ["tests.once_tasks"]
 
@@ -124,14 +123,6 @@ async def effects_engine(engine: AsyncEngine) -> AsyncEngine:
     return engine
 
 
-@pytest.fixture
-def runners(db_url: str, tmp_path: Path) -> Iterator[list[Runner]]:
-    started: list[Runner] = []
-    yield started
-    for runner in started:
-        runner.kill()
-
-
 def start(runners: list[Runner], db_url: str, ledger: Path, *args: str) -> Runner:
     runner = Runner(db_url, ledger, *args, imports=ONCE)
     runners.append(runner)
@@ -225,15 +216,7 @@ def live_workers(runner: Runner) -> list[int]:
     latest: dict[str, int] = {}
     for slot, pid in re.findall(r"worker-(\d+)\[(\d+)\] sqlatasks\.worker: started", runner.log()):
         latest[slot] = int(pid)
-    return [pid for pid in latest.values() if _alive(pid)]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+    return [pid for pid in latest.values() if alive(pid)]
 
 
 async def wait_for_leases(engine: AsyncEngine, where: str) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import signal
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -246,14 +245,6 @@ async def waits_on_a_lock(engine: AsyncEngine, pid: int) -> bool:
 
 
 # --- real runners ---
-
-
-@pytest.fixture
-def runners(db_url: str, tmp_path: Path) -> Iterator[list[Runner]]:
-    started: list[Runner] = []
-    yield started
-    for runner in started:
-        runner.kill()
 
 
 def start(db_url: str, ledger: Path, runners: list[Runner], workers: int = 2) -> Runner:

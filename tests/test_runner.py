@@ -21,6 +21,7 @@ from tests import runner_tasks
 from tests.conftest import count_tasks
 from tests.processes import (
     Runner,
+    alive,
     ledger_entries,
     now,
     peak_concurrency,
@@ -233,7 +234,7 @@ async def test_sigstopped_worker_is_killed_and_replaced(
         os.kill(pid, signal.SIGCONT)
     ends = await wait_for_entries(ledger, "end", 1, timeout=30)
     assert ends[0].pid == pids[1]
-    assert not _alive(pid)
+    assert not alive(pid)
 
 
 async def test_sigterm_lets_tasks_finish_and_exits_0(
@@ -331,14 +332,6 @@ async def test_exactly_once_with_three_runners(
     assert len({e.pid for e in ledger_entries(ledger)}) >= 2
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 async def test_queue_flag_serves_only_the_named_queues(
     engine: AsyncEngine, start_runner: StartRunner, ledger: Path
 ) -> None:
@@ -385,7 +378,7 @@ async def test_workers_of_a_killed_runner_finish_their_tasks_and_exit(
     ends = await wait_for_entries(ledger, "end", 4, timeout=30)
     assert {e.key for e in ends} == set(range(4))
     with anyio.fail_after(30):
-        while any(_alive(pid) for pid in pids):
+        while any(alive(pid) for pid in pids):
             await anyio.sleep(0.1)
     assert await count_tasks(engine) == 0  # their acks were written before they left
 

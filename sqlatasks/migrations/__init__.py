@@ -17,6 +17,7 @@ version is recorded in the table's comment, so `upgrade()` skips what is already
 from __future__ import annotations
 
 import importlib
+from collections.abc import Sequence
 from types import ModuleType
 
 from alembic import op
@@ -29,7 +30,7 @@ def upgrade(version: int = LATEST) -> None:
     """Bring the queue table up to `version`, applying each missing step in order."""
     _check(version)
     for step in range(current_version() + 1, version + 1):
-        _module(step).up()
+        _apply(_module(step).UP)
         op.execute(f"COMMENT ON TABLE {TABLE_NAME} IS '{COMMENT_PREFIX}{step}'")
 
 
@@ -37,7 +38,7 @@ def downgrade(version: int = 0) -> None:
     """Take the queue table down to `version` (0 removes it), undoing each step in order."""
     _check(version)
     for step in range(current_version(), version, -1):
-        _module(step).down()
+        _apply(_module(step).DOWN)
         if step > 1:
             op.execute(f"COMMENT ON TABLE {TABLE_NAME} IS '{COMMENT_PREFIX}{step - 1}'")
 
@@ -57,6 +58,12 @@ def current_version() -> int:
 def _check(version: int) -> None:
     if not 0 <= version <= LATEST:
         raise ValueError(f"sqlatasks schema versions run from 0 to {LATEST}, not {version}")
+
+
+def _apply(statements: Sequence[str]) -> None:
+    # One statement each: asyncpg prepares every statement, and a prepared statement holds one.
+    for statement in statements:
+        op.execute(statement)
 
 
 def _module(step: int) -> ModuleType:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from alembic import op
-
 UP = (
     """
 CREATE TABLE sqlatasks_tasks (
@@ -68,13 +66,3 @@ DOWN = (
     "DROP TABLE sqlatasks_tasks",
     "DROP FUNCTION sqlatasks_notify()",
 )
-
-
-def up() -> None:
-    for statement in UP:
-        op.execute(statement)
-
-
-def down() -> None:
-    for statement in DOWN:
-        op.execute(statement)

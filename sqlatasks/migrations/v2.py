@@ -9,8 +9,6 @@ marked with `duplicate_of`, and deleted again at once unless its caller asked fo
 
 from __future__ import annotations
 
-from alembic import op
-
 UP = (
     """
 ALTER TABLE sqlatasks_tasks
@@ -90,13 +88,3 @@ ALTER TABLE sqlatasks_tasks
     DROP COLUMN duplicate_of
 """,
 )
-
-
-def up() -> None:
-    for statement in UP:
-        op.execute(statement)
-
-
-def down() -> None:
-    for statement in DOWN:
-        op.execute(statement)

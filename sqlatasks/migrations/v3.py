@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from alembic import op
-
 UP = (
     """
 CREATE TABLE sqlatasks_periodic (
@@ -18,13 +16,3 @@ CREATE TABLE sqlatasks_periodic (
 # One statement each: asyncpg prepares every statement, and a prepared statement holds one.
 
 DOWN = ("DROP TABLE sqlatasks_periodic",)
-
-
-def up() -> None:
-    for statement in UP:
-        op.execute(statement)
-
-
-def down() -> None:
-    for statement in DOWN:
-        op.execute(statement)

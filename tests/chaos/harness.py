@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlatasks import Task, enqueue_many
 from tests.chaos import ledger
 from tests.chaos.tasks import Work
-from tests.processes import Runner
+from tests.processes import Runner, alive
 
 
 class Chaos:
@@ -166,14 +166,6 @@ def children(pid: int) -> list[int]:
         for thread in Path(f"/proc/{pid}/task").iterdir():
             found += [int(c) for c in (thread / "children").read_text().split()]
     return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 async def wait_dead(pid: int, timeout: float = 60) -> float:
