@@ -130,6 +130,9 @@ class Dispatcher:
             if not plan:  # every slot (or every capped queue) is busy
                 await self._wakeup.wait(math.inf)
                 continue
+            # Quiet before the claim, not only after it: a task that ends while the claim runs
+            # may make work due (a retry, a task it enqueued) that the claim could not see.
+            quiet = not self._running and not self._completer.pending
             try:
                 if self._to_give_back:
                     await self._unclaim([])
@@ -146,7 +149,7 @@ class Dispatcher:
             if len(claimed) == sum(limit for _, limit in plan):
                 continue  # there may be more due: claim again once slots free up
             if self._policy.burst and not claimed and not self._running:
-                if not self._completer.pending:
+                if quiet and not self._completer.pending:
                     return
                 # A failure just written may make its task due again at once (retry_delay=0):
                 # look again once the outcomes are in, before calling the queue drained.

@@ -99,6 +99,16 @@ SELECT count(*) FILTER (WHERE duplicate_of IS NULL) FROM added
 """)
 
 
+_LOCK_KEYS = text(f"""
+-- The locks the unique-key trigger takes row by row, taken first in one order (by the lock's
+-- own number): two batches with keys in opposite orders would otherwise deadlock.
+SELECT pg_advisory_xact_lock(CAST(CAST('{TABLE_NAME}' AS regclass) AS oid)::integer, h)
+FROM (SELECT DISTINCT hashtext(k) AS h
+      FROM unnest(CAST(:keys AS text[])) AS k WHERE k IS NOT NULL) AS locks
+ORDER BY h
+""")
+
+
 async def task_insert_keyed(
     session: AsyncSession,
     rows: Sequence[KeyedRow],
@@ -114,6 +124,8 @@ async def task_insert_keyed(
     """Insert rows that may carry unique keys, in order, in the session's transaction; returns
     how many were added (not duplicates). A delay counts from the transaction's `now()`."""
     conn = await session.connection()
+    keys = [r.unique_key for r in rows]
+    await conn.execute(_LOCK_KEYS, {"keys": keys})
     result = await conn.execute(
         _INSERT_KEYED,
         {
@@ -125,7 +137,7 @@ async def task_insert_keyed(
             "delay": delay_seconds,
             "on_duplicate": on_duplicate,
             "payloads": [r.payload for r in rows],
-            "keys": [r.unique_key for r in rows],
+            "keys": keys,
         },
     )
     return int(result.scalar_one())

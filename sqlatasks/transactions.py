@@ -32,6 +32,10 @@ committed, False when the lease was lost (rolled back); raises what the work rai
 
 CLOSE_TIMEOUT = 5.0
 """Seconds to wait for a connection to close (roll back) before the pool discards it."""
+FINISH_TIMEOUT = 60.0
+"""Seconds the DELETE and COMMIT that finish a task may take: a connection gone half-open
+must not hold the task (and its row lock) until TCP gives up. Past it, the attempt fails and
+its outcome is in doubt, as for any COMMIT whose answer is lost."""
 
 
 async def run(
@@ -50,7 +54,7 @@ async def run(
         await session.commit()  # flushes what the task added but did not flush itself
         # Shielded: a COMMIT that is sent must be answered. Cancelled half-way (a deadline, an
         # operator's cancel, shutdown), the connection would be left in doubt.
-        with anyio.CancelScope(shield=True):
+        with anyio.CancelScope(shield=True), anyio.fail_after(FINISH_TIMEOUT):
             ours = await queries.task_finish(conn, claimed.id, claimed.lease_token)
             if ours:
                 await transaction.commit()
@@ -60,7 +64,11 @@ async def run(
     finally:
         # On a broken connection these fail too; the server rolls back what it never saw
         # committed.
-        with anyio.CancelScope(shield=True), contextlib.suppress(SQLAlchemyError, OSError):
+        with (
+            anyio.CancelScope(shield=True),
+            anyio.move_on_after(CLOSE_TIMEOUT),
+            contextlib.suppress(SQLAlchemyError, OSError),
+        ):
             await session.close()
             if transaction.is_active:
                 await transaction.rollback()

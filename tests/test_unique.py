@@ -169,6 +169,32 @@ async def test_eight_concurrent_transactions_add_exactly_one(db_url: str) -> Non
     )
 
 
+async def test_keyed_batches_in_opposite_orders_do_not_deadlock(db_url: str) -> None:
+    # The trigger locks keys row by row; without the batch taking them first in one order,
+    # these two statements lock from opposite ends, meet, and PostgreSQL aborts one.
+    keys = [f"k{n:04d}" for n in range(800)]
+    engines = [create_async_engine(db_url) for _ in range(2)]
+    added: list[int] = []
+
+    async def batch(engine: AsyncEngine, order: list[str]) -> None:
+        sessions = async_sessionmaker(engine)
+        async with sessions() as session, session.begin():
+            payloads = [Greeting(name=key) for key in order]
+            added.append(await enqueue_many(session, greet, payloads, unique_key=lambda g: g.name))
+
+    try:
+        async with anyio.create_task_group() as group:
+            group.start_soon(batch, engines[0], keys)
+            group.start_soon(batch, engines[1], keys[::-1])
+        async with engines[0].connect() as conn:
+            stored = await rows(conn)
+    finally:
+        for engine in engines:
+            await engine.dispose()
+    assert sorted(added) == [0, len(keys)]  # one batch added them all, the other none
+    assert sorted(r.unique_key for r in stored) == keys
+
+
 async def test_enqueue_many_honours_keys(
     session: AsyncSession, monkeypatch: pytest.MonkeyPatch
 ) -> None:
