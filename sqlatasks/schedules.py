@@ -67,12 +67,9 @@ def cron_problem(cron: object) -> str | None:
     return None
 
 
-def default_payload(task: Task[Any]) -> pydantic.BaseModel | None:
-    """The task's payload model built from its defaults; None if a field has none."""
-    model: type[pydantic.BaseModel] = task.model
-    if any(field.is_required() for field in model.model_fields.values()):
-        return None
-    return model()
+def fields_without_defaults(model: type[pydantic.BaseModel]) -> list[str]:
+    """The fields a payload built from its defaults would lack: empty for a cron payload."""
+    return [name for name, field in model.model_fields.items() if field.is_required()]
 
 
 def periodic(
@@ -98,12 +95,12 @@ def periodic(
     if problem:
         raise errors.ScheduleError(name=label, problem=problem)
     if payload is None:
-        payload = default_payload(fn)  # type: ignore[assignment]
-        if payload is None:
+        if fields_without_defaults(fn.model):
             raise errors.ScheduleError(
                 name=label,
                 problem=f"{fn.model.__name__} has fields without defaults: pass payload=",
             )
+        payload = fn.model()
     schedule = Schedule(name=label, task=fn, cron=cron, payload=fn.dump(payload))
     add(schedule)
     return schedule

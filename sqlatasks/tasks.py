@@ -263,7 +263,7 @@ def _parameters(label: str, fn: AnyTaskFunction[Any]) -> tuple[type[pydantic.Bas
 def _cron_payload(label: str, cron: str, model: type[pydantic.BaseModel]) -> str:
     """The payload of every run of a cron task (its model's defaults) as JSON text."""
     problem = schedules.cron_problem(cron)
-    required = [name for name, field in model.model_fields.items() if field.is_required()]
+    required = schedules.fields_without_defaults(model)
     if problem is None and required:
         problem = (
             f"a cron task is enqueued with its payload's defaults, but {model.__name__} has "

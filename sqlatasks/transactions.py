@@ -16,7 +16,7 @@ like any other task's.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 
 import anyio
 from sqlalchemy.exc import SQLAlchemyError
@@ -62,13 +62,7 @@ async def run(
                 await transaction.rollback()
         return ours
     finally:
-        # On a broken connection these fail too; the server rolls back what it never saw
-        # committed.
-        with (
-            anyio.CancelScope(shield=True),
-            anyio.move_on_after(CLOSE_TIMEOUT),
-            contextlib.suppress(SQLAlchemyError, OSError),
-        ):
+        with _cleaning_up():
             await session.close()
             if transaction.is_active:
                 await transaction.rollback()
@@ -89,9 +83,18 @@ class TaskConnections:
         try:
             return await run(conn, await conn.begin(), claimed, work)
         finally:
-            with (
-                anyio.CancelScope(shield=True),
-                anyio.move_on_after(CLOSE_TIMEOUT),
-                contextlib.suppress(SQLAlchemyError, OSError),
-            ):
+            with _cleaning_up():
                 await conn.close()
+
+
+@contextlib.contextmanager
+def _cleaning_up() -> Iterator[None]:
+    """For closing and rolling back: not cancelled, not longer than CLOSE_TIMEOUT, and quiet on
+    a broken connection (the pool discards it; the server rolls back what it never saw
+    committed)."""
+    with (
+        anyio.CancelScope(shield=True),
+        anyio.move_on_after(CLOSE_TIMEOUT),
+        contextlib.suppress(SQLAlchemyError, OSError),
+    ):
+        yield
