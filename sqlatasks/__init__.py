@@ -14,9 +14,10 @@ from sqlatasks.context import TaskRun, current_task
 from sqlatasks.enqueue import enqueue, enqueue_many
 from sqlatasks.errors import (
     ConfigurationError,
+    InvalidOption,
     PayloadError,
-    Retry,
     ScheduleError,
+    Snooze,
     SqlatasksError,
     TaskDefinitionError,
     TaskNameTaken,
@@ -24,15 +25,16 @@ from sqlatasks.errors import (
 )
 from sqlatasks.models import QueuedTask
 from sqlatasks.operations import cancel, delete_failed, failed_tasks, queue_stats, retry_failed
-from sqlatasks.schedules import periodic
-from sqlatasks.tasks import Task, task
+from sqlatasks.tasks import Schedule, Task, periodic, task
 
 __all__ = [
     "ConfigurationError",
+    "InvalidOption",
     "PayloadError",
     "QueuedTask",
-    "Retry",
+    "Schedule",
     "ScheduleError",
+    "Snooze",
     "SqlatasksError",
     "Task",
     "TaskDefinitionError",

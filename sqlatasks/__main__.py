@@ -1,8 +1,8 @@
-"""`python -m sqlatasks`: the operator's command line (see sqlatasks.cli)."""
+"""`python -m sqlatasks`: the operator's command line (see sqlatasks.commands)."""
 
 import sys
 
-from sqlatasks.cli import main
+from sqlatasks.commands import main
 
 if __name__ == "__main__":
     sys.exit(main())

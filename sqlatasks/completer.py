@@ -1,4 +1,9 @@
-"""Writing outcomes: the only place a worker changes a claimed task's row.
+"""Writing outcomes: the only writer of what became of a claimed task.
+
+The worker's executions hand their outcomes here; the supervisor's rescue of a dead worker's
+tasks and `sqlatasks.testing` write theirs through `write_outcomes` too. (A session task's
+own transaction deletes its row itself, and the claim gives back what a lost claim leased:
+neither is an outcome.)
 
 Outcomes queue up while a write is in flight and go out together in the next one: at most one
 DELETE (acks) and one UPDATE for each other kind, each naming the lease tokens.
@@ -18,15 +23,15 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from sqlalchemy.exc import DataError, IntegrityError, ProgrammingError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from sqlatasks import errors, queries
+from sqlatasks import errors, rows
+from sqlatasks.backoff import Backoff
 from sqlatasks.connection import HeldConnection
 from sqlatasks.execution import Cancelled, Completed, Failed, Outcome, Released, Snoozed
+from sqlatasks.sql import outcomes as sql
 
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 1000
-RETRY_MAX = 5.0
-"""Longest wait between attempts to write a batch, in seconds."""
 
 
 class Completer:
@@ -80,7 +85,7 @@ class Completer:
             self._written = anyio.Event()
 
     async def _write(self, batch: list[Outcome]) -> None:
-        delay = 0.1
+        backoff = Backoff(first=0.1, most=5.0)
         while True:
             try:
                 await self._write_once(batch)
@@ -99,6 +104,7 @@ class Completer:
                         errors.one_line(exc),
                     )
                     return
+                delay = backoff.next()
                 log.warning(
                     "writing %d outcomes failed (%s); retrying in %.1f s",
                     len(batch),
@@ -106,7 +112,6 @@ class Completer:
                     delay,
                 )
                 await anyio.sleep(delay)
-                delay = min(delay * 2, RETRY_MAX)
 
     async def _write_each(self, batch: list[Outcome], first: BaseException) -> None:
         log.error(
@@ -150,7 +155,7 @@ async def write_outcomes(conn: AsyncConnection, batch: Sequence[Outcome]) -> int
     """Write a batch of outcomes, one statement per kind; the number of rows changed."""
     acks = [(o.task.id, o.task.lease_token) for o in batch if isinstance(o, Completed | Cancelled)]
     failures = [
-        queries.Failure(o.task.id, o.task.lease_token, o.error, o.retry_in)
+        rows.Failure(o.task.id, o.task.lease_token, o.error, o.retry_in)
         for o in batch
         if isinstance(o, Failed)
     ]
@@ -158,11 +163,11 @@ async def write_outcomes(conn: AsyncConnection, batch: Sequence[Outcome]) -> int
     snoozes = [(o.task.id, o.task.lease_token, o.after) for o in batch if isinstance(o, Snoozed)]
     written = 0
     if acks:
-        written += await queries.task_ack(conn, acks)
+        written += await sql.task_ack(conn, acks)
     if failures:
-        written += await queries.task_fail(conn, failures)
+        written += await sql.task_fail(conn, failures)
     if releases:
-        written += await queries.task_release(conn, releases)
+        written += await sql.task_release(conn, releases)
     if snoozes:
-        written += await queries.task_snooze(conn, snoozes)
+        written += await sql.task_snooze(conn, snoozes)
     return written

@@ -12,7 +12,7 @@ import anyio
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from sqlatasks import queries
+from sqlatasks.sql import server
 
 
 class HeldConnection:
@@ -26,7 +26,7 @@ class HeldConnection:
         if self._connection is None:
             connection = await self._engine.connect()
             try:
-                await queries.connection_name(connection, self._name)
+                await server.connection_name(connection, self._name)
             except BaseException:
                 with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
                     await connection.close()

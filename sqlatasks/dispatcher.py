@@ -8,27 +8,28 @@ then cancel what is left and hand it back as Released.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import uuid
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import partial
 
 import anyio
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from sqlatasks import errors, execution, queries
+from sqlatasks import attempts, errors, execution, registry
+from sqlatasks.backoff import Backoff
 from sqlatasks.completer import Completer
 from sqlatasks.connection import HeldConnection
 from sqlatasks.execution import Cancelled, Failed, LeaseLost, Limits, Released
+from sqlatasks.rows import ClaimedTask
+from sqlatasks.sql import claim as sql
 from sqlatasks.transactions import RunInTransaction
 
 log = logging.getLogger(__name__)
-
-CLAIM_RETRY_MAX = 30.0
 
 
 class Wakeup:
@@ -54,10 +55,24 @@ class ClaimPolicy:
     """Queues to claim from; empty means every queue."""
     queue_caps: Mapping[str, int]
     """Most tasks of each of these queues running at once in this worker."""
-    lease_seconds: float
+    check_interval: float
+    """The supervisor's; the lease of a claim is derived from it (`attempts.lease_seconds`)."""
     idle_sleep: float
     shutdown_timeout: float
     burst: bool
+
+
+@dataclass(slots=True, eq=False)
+class Running:
+    """One task running in this worker: added when claimed, removed when its outcome is in."""
+
+    claimed: ClaimedTask
+    limits: Limits
+    """Those of its claim: the time limit never outruns the lease the claim took."""
+    scope: anyio.CancelScope = dataclasses.field(default_factory=anyio.CancelScope)
+    """Cancelled by an operator's cancel (NOTIFY)."""
+    deadline: float | None = None
+    """When its time limit runs out (anyio's clock), once it has started."""
 
 
 class Dispatcher:
@@ -76,9 +91,7 @@ class Dispatcher:
         self._policy = policy
         self._limits = limits
         self._transactions = transactions
-        self._running: dict[int, queries.ClaimedTask] = {}
-        self._deadlines: dict[int, float] = {}
-        self._cancellable: dict[int, anyio.CancelScope] = {}
+        self._running: dict[int, Running] = {}
         self._wakeup = Wakeup()
         self._stopping = False
         self.stop_reason: str | None = None
@@ -90,11 +103,15 @@ class Dispatcher:
     def wake(self) -> None:
         self._wakeup.set()
 
-    def overdue(self, grace: float) -> list[queries.ClaimedTask]:
+    def overdue(self, grace: float) -> list[ClaimedTask]:
         """Tasks still running `grace` seconds past their time limit: they ignore their
         cancellation, and only killing the process stops them."""
         now = anyio.current_time()
-        return [self._running[i] for i, ends in self._deadlines.items() if now > ends + grace]
+        return [
+            r.claimed
+            for r in self._running.values()
+            if r.deadline is not None and now > r.deadline + grace
+        ]
 
     def stop(self, reason: str, *, now: bool = False) -> None:
         """Claim nothing more; with `now`, also interrupt running tasks at once."""
@@ -116,15 +133,14 @@ class Dispatcher:
                 while self._running:
                     await self._wakeup.wait(math.inf)
             executions.cancel_scope.cancel()
-        for claimed in self._running.values():
-            self._completer.submit(Released(claimed))
+        for running in self._running.values():
+            self._completer.submit(Released(running.claimed))
         if self._running:
             log.warning("released %d unfinished tasks at shutdown", len(self._running))
         self._running.clear()
-        self._deadlines.clear()
 
     async def _claim_loop(self, executions: anyio.abc.TaskGroup) -> None:
-        delay = 0.5
+        backoff = Backoff(first=0.5, most=30.0)
         while not self._stopping:
             plan = self._claim_plan()
             if not plan:  # every slot (or every capped queue) is busy
@@ -133,19 +149,20 @@ class Dispatcher:
             # Quiet before the claim, not only after it: a task that ends while the claim runs
             # may make work due (a retry, a task it enqueued) that the claim could not see.
             quiet = not self._running and not self._completer.pending
+            limits = self._limits_now()
             try:
                 if self._to_give_back:
-                    await self._unclaim([])
-                claimed = await self._claim(plan)
-                delay = 0.5
+                    await self._undo_claims([])
+                claimed = await self._claim(plan, limits)
+                backoff.reset()
             except (SQLAlchemyError, OSError) as exc:
+                delay = backoff.next()
                 log.warning("claim failed (%s); retrying in %.1f s", errors.one_line(exc), delay)
                 await self._wakeup.wait(delay)
-                delay = min(delay * 2, CLAIM_RETRY_MAX)
                 continue
             for task in claimed:
-                self._running[task.id] = task
-                executions.start_soon(self._execute, task, name=f"task {task.id}")
+                running = self._running[task.id] = Running(task, limits)
+                executions.start_soon(self._execute, running, name=f"task {task.id}")
             if len(claimed) == sum(limit for _, limit in plan):
                 continue  # there may be more due: claim again once slots free up
             if self._policy.burst and not claimed and not self._running:
@@ -158,13 +175,21 @@ class Dispatcher:
                 continue
             await self._wakeup.wait(self._policy.idle_sleep)
 
+    def _limits_now(self) -> Limits:
+        """The limits for the next claim: a lazily imported task with a longer timeout than
+        any known before raises the cap, and so the lease, of the claims after it."""
+        longest = registry.longest_timeout(self._limits.task_timeout)
+        if longest > self._limits.timeout_cap:
+            self._limits = dataclasses.replace(self._limits, timeout_cap=longest)
+        return self._limits
+
     def _claim_plan(self) -> list[tuple[Sequence[str], int]]:
         """(queues, how many) for each claim statement to issue now; one without caps."""
         free = self._policy.concurrency - len(self._running)
         caps = self._policy.queue_caps
         if free <= 0 or not caps:
             return [(self._policy.queues, free)] if free > 0 else []
-        busy = Counter(task.queue for task in self._running.values())
+        busy = Counter(running.claimed.queue for running in self._running.values())
         plan: list[tuple[Sequence[str], int]] = []
         for queue, cap in caps.items():
             room = min(cap - busy[queue], free)
@@ -176,30 +201,33 @@ class Dispatcher:
             plan.append((uncapped, free))
         return plan
 
-    async def _claim(self, plan: list[tuple[Sequence[str], int]]) -> list[queries.ClaimedTask]:
+    async def _claim(
+        self, plan: list[tuple[Sequence[str], int]], limits: Limits
+    ) -> list[ClaimedTask]:
         # A claim is never cancelled half-way: its rows would stay leased to no one.
-        claimed: list[queries.ClaimedTask] = []
+        claimed: list[ClaimedTask] = []
         tokens: list[uuid.UUID] = []
+        lease = attempts.lease_seconds(limits.timeout_cap, self._policy.check_interval)
         with anyio.CancelScope(shield=True):
             try:
                 for queues, limit in plan:
                     tokens.append(uuid.uuid4())
-                    claimed += await queries.task_claim(
+                    claimed += await sql.task_claim(
                         await self._connection.get(),
                         queues=queues,
                         limit=limit,
-                        lease_seconds=self._policy.lease_seconds,
+                        lease_seconds=lease,
                         worker_id=self._policy.worker_id,
                         token=tokens[-1],
                     )
             except (SQLAlchemyError, OSError):
                 await self._connection.close()
                 with contextlib.suppress(SQLAlchemyError, OSError):
-                    await self._unclaim(tokens)
+                    await self._undo_claims(tokens)
                 raise
         return claimed
 
-    async def _unclaim(self, tokens: list[uuid.UUID]) -> None:
+    async def _undo_claims(self, tokens: list[uuid.UUID]) -> None:
         """After a failed claim round, give back what it may have leased (a claim can commit
         and still lose its answer). If that fails too (the server is restarting), the tokens
         are given back before the next claim round, so the tasks wait for the server, not for
@@ -207,7 +235,7 @@ class Dispatcher:
         self._to_give_back += tokens
         try:
             with anyio.fail_after(10):
-                await queries.task_unclaim(await self._connection.get(), self._to_give_back)
+                await sql.claim_undo(await self._connection.get(), self._to_give_back)
             self._to_give_back.clear()
         except (SQLAlchemyError, OSError) as exc:
             await self._connection.close()
@@ -219,58 +247,59 @@ class Dispatcher:
 
     def cancel_running(self, payload: str) -> None:
         """Interrupt the running task whose id is `payload`, if it runs here."""
-        scope = self._cancellable.get(int(payload)) if payload.isdigit() else None
-        if scope is not None:
-            scope.cancel()
+        running = self._running.get(int(payload)) if payload.isdigit() else None
+        if running is not None:
+            running.scope.cancel()
 
-    async def _execute(self, claimed: queries.ClaimedTask) -> None:
+    async def _execute(self, running: Running) -> None:
+        claimed = running.claimed
         outcome: execution.Outcome | None = None
-        with anyio.CancelScope() as cancellable:  # an operator's cancel, by NOTIFY
-            self._cancellable[claimed.id] = cancellable
-            try:
-                outcome = await execution.execute(
-                    claimed,
-                    self._limits,
-                    self._transactions,
-                    on_start=partial(self._deadlines.__setitem__, claimed.id),
-                )
-            finally:
-                del self._cancellable[claimed.id]
+        with running.scope:  # an operator's cancel, by NOTIFY
+
+            def started(deadline: float) -> None:
+                running.deadline = deadline
+
+            outcome = await execution.execute(
+                claimed, running.limits, self._transactions, on_start=started
+            )
         # A session task whose commit was under way when the cancel came is done: keep that.
         if outcome is None or (
-            cancellable.cancel_called and not isinstance(outcome, execution.WRITTEN_ELSEWHERE)
+            running.scope.cancel_called and not isinstance(outcome, execution.WRITTEN_ELSEWHERE)
         ):
             outcome = Cancelled(claimed)
             log.info("task %d %s cancelled while running", claimed.id, claimed.task_name)
         del self._running[claimed.id]
-        self._deadlines.pop(claimed.id, None)
         if not isinstance(outcome, execution.WRITTEN_ELSEWHERE):
             self._completer.submit(outcome)
-        if isinstance(outcome, LeaseLost):
-            log.warning(
-                "task %d %s attempt %d lost its lease before it could commit: its "
-                "transaction was rolled back, and the claim that took it over runs it",
+        _log_outcome(claimed, outcome)
+        self._wakeup.set()
+
+
+def _log_outcome(claimed: ClaimedTask, outcome: execution.Outcome) -> None:
+    if isinstance(outcome, LeaseLost):
+        log.warning(
+            "task %d %s attempt %d lost its lease before it could commit: its "
+            "transaction was rolled back, and the claim that took it over runs it",
+            claimed.id,
+            claimed.task_name,
+            claimed.attempts,
+        )
+    elif isinstance(outcome, Failed):
+        first_line = outcome.error.partition("\n")[0]
+        if outcome.retry_in is None:
+            log.error(
+                "task %d %s attempt %d failed and is parked: %s",
                 claimed.id,
                 claimed.task_name,
                 claimed.attempts,
+                first_line,
             )
-        if isinstance(outcome, Failed):
-            first_line = outcome.error.partition("\n")[0]
-            if outcome.retry_in is None:
-                log.error(
-                    "task %d %s attempt %d failed and is parked: %s",
-                    claimed.id,
-                    claimed.task_name,
-                    claimed.attempts,
-                    first_line,
-                )
-            else:
-                log.warning(
-                    "task %d %s attempt %d failed: %s; due again in %g s",
-                    claimed.id,
-                    claimed.task_name,
-                    claimed.attempts,
-                    first_line,
-                    outcome.retry_in,
-                )
-        self._wakeup.set()
+        else:
+            log.warning(
+                "task %d %s attempt %d failed: %s; due again in %g s",
+                claimed.id,
+                claimed.task_name,
+                claimed.attempts,
+                first_line,
+                outcome.retry_in,
+            )

@@ -6,7 +6,6 @@ if the transaction (or the savepoint they were added in) rolls back, they never 
 
 from __future__ import annotations
 
-import math
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
 from itertools import islice
@@ -16,8 +15,9 @@ import pydantic
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
-from sqlatasks import queries, registry, tasks
+from sqlatasks import definition, errors, registry, rows, tasks
 from sqlatasks.models import QueuedTask
+from sqlatasks.sql import enqueue as sql
 
 PayloadT = TypeVar("PayloadT", bound=pydantic.BaseModel)
 Delay = timedelta | float | int
@@ -116,7 +116,7 @@ async def enqueue_many(
             count += 1
             yield (*fixed, task.dump(payload), *tail)
 
-    await queries.task_copy(session, records, delay_seconds=seconds, run_at=run_at)
+    await sql.task_copy(session, records, delay_seconds=seconds, run_at=run_at)
     return count
 
 
@@ -132,17 +132,17 @@ async def _enqueue_unique(
     run_at: datetime | None,
     on_duplicate: OnDuplicate,
 ) -> int:
-    def rows() -> Iterator[queries.KeyedRow]:
+    def keyed_rows() -> Iterator[rows.KeyedRow]:
         for payload in payloads:
             text = task.dump(payload)  # validates
             model = payload if isinstance(payload, task.model) else task.load(text)
             key = key_of(model)
-            yield queries.KeyedRow(text, None if key is None else _unique_key(key))
+            yield rows.KeyedRow(text, None if key is None else _unique_key(key))
 
     added = 0
-    chunks = rows()
+    chunks = keyed_rows()
     while chunk := list(islice(chunks, UNIQUE_BATCH)):
-        added += await queries.task_insert_keyed(
+        added += await sql.task_insert_keyed(
             session,
             chunk,
             task_name=task.name,
@@ -156,15 +156,20 @@ async def _enqueue_unique(
     return added
 
 
-def _unique_key(key: str) -> str:
+def _unique_key(key: object) -> str:
     if not isinstance(key, str) or not key:
-        raise ValueError("unique_key must be a non-empty string")
+        raise errors.InvalidOption(
+            option="unique_key", problem=f"unique_key must be a non-empty string, not {key!r}"
+        )
     return key
 
 
-def _check_on_duplicate(on_duplicate: str) -> None:
+def _check_on_duplicate(on_duplicate: object) -> None:
     if on_duplicate not in get_args(OnDuplicate):
-        raise ValueError(f'on_duplicate must be "skip" or "report", not {on_duplicate!r}')
+        raise errors.InvalidOption(
+            option="on_duplicate",
+            problem=f'on_duplicate must be "skip" or "report", not {on_duplicate!r}',
+        )
 
 
 def _task(fn: tasks.Task[Any] | str) -> tasks.Task[Any]:
@@ -178,30 +183,37 @@ def _task(fn: tasks.Task[Any] | str) -> tasks.Task[Any]:
 def _queue(task: tasks.Task[Any], queue: str | None) -> str:
     if queue is None:
         return task.queue
-    if not isinstance(queue, str) or not queue:
-        raise ValueError("queue must be a non-empty string")
+    _refuse("queue", definition.queue_problem(queue))
     return queue
 
 
 def _priority(task: tasks.Task[Any], priority: int | None) -> int:
     if priority is None:
         return task.priority
-    if not isinstance(priority, int) or priority not in tasks.PRIORITY_RANGE:
-        raise ValueError("priority must be an integer in [-32768, 32767]")
+    _refuse("priority", definition.priority_problem(priority))
     return priority
 
 
 def _delay_seconds(delay: Delay | None, run_at: datetime | None) -> float | None:
     if delay is not None and run_at is not None:
-        raise ValueError("give delay or run_at, not both")
-    if run_at is not None and (run_at.tzinfo is None or run_at.utcoffset() is None):
-        raise ValueError("run_at must be timezone-aware, e.g. datetime.now(timezone.utc)")
+        raise errors.InvalidOption(option="delay", problem="give delay or run_at, not both")
+    if run_at is not None and (
+        not isinstance(run_at, datetime) or run_at.tzinfo is None or run_at.utcoffset() is None
+    ):
+        raise errors.InvalidOption(
+            option="run_at",
+            problem="run_at must be a timezone-aware datetime, e.g. datetime.now(timezone.utc)",
+        )
     if delay is None:
         return None
-    seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay)
-    if not (seconds >= 0 and math.isfinite(seconds)):
-        raise ValueError("delay must be zero or a positive number of seconds")
-    return seconds
+    seconds = delay.total_seconds() if isinstance(delay, timedelta) else delay
+    _refuse("delay", definition.seconds_problem("delay", seconds, zero_ok=True))
+    return float(seconds)
+
+
+def _refuse(option: str, problem: str | None) -> None:
+    if problem is not None:
+        raise errors.InvalidOption(option=option, problem=problem)
 
 
 def _scheduled_at(
@@ -209,5 +221,5 @@ def _scheduled_at(
 ) -> datetime | ColumnElement[datetime] | None:
     seconds = _delay_seconds(delay, run_at)
     if seconds is not None:
-        return queries.database_now_plus(seconds)
+        return sql.database_now_plus(seconds)
     return run_at

@@ -4,10 +4,11 @@
     ├── TaskDefinitionError      @task was given something a worker could not run
     ├── TaskNameTaken            a second task under a name that is already registered
     ├── ScheduleError            periodic() was given a schedule no runner could fire
+    ├── InvalidOption            enqueue() was given an option no task could be queued with
     ├── PayloadError             a payload of the wrong model, or one its model rejects
     ├── TaskNotRegistered        a row names no task that this process may run
     ├── ConfigurationError       a setting is invalid, or the database cannot be reached
-    └── Retry                    raised by a task: run me again later, this was no failure
+    └── Snooze                   raised by a task: run me again later, this was no failure
 
 Each exception carries its facts as attributes, and its message says what to do next.
 """
@@ -15,6 +16,7 @@ Each exception carries its facts as attributes, and its message says what to do 
 from __future__ import annotations
 
 import math
+import traceback
 from datetime import timedelta
 
 
@@ -51,6 +53,15 @@ class ScheduleError(SqlatasksError, ValueError):
         super().__init__(f"cannot schedule {name!r}: {problem}")
 
 
+class InvalidOption(SqlatasksError, ValueError):
+    """An option of enqueue() or enqueue_many() is out of range or of the wrong type."""
+
+    def __init__(self, *, option: str, problem: str) -> None:
+        self.option = option
+        self.problem = problem
+        super().__init__(f"enqueue(): {problem}")
+
+
 class PayloadError(SqlatasksError, ValueError):
     """The payload does not fit the task's model."""
 
@@ -73,7 +84,7 @@ class ConfigurationError(SqlatasksError, ValueError):
     """A setting is invalid or the database cannot be reached."""
 
 
-class Retry(SqlatasksError):
+class Snooze(SqlatasksError):
     """Raised by a task to run again `after` seconds from now.
 
     The attempt does not count towards max_attempts and leaves no error behind: use it for
@@ -83,12 +94,35 @@ class Retry(SqlatasksError):
     def __init__(self, after: float | timedelta = 0.0) -> None:
         seconds = after.total_seconds() if isinstance(after, timedelta) else float(after)
         if not (seconds >= 0 and math.isfinite(seconds)):
-            raise ValueError("Retry(after=...) takes zero or a positive number of seconds")
+            raise ValueError("Snooze(after=...) takes zero or a positive number of seconds")
         self.after = seconds
-        super().__init__(f"retry in {seconds:g} s")
+        super().__init__(f"snooze for {seconds:g} s")
+
+
+TRACEBACK_TAIL = 4000
+"""Characters of a traceback kept by `describe(..., with_traceback=True)`: its end, where the
+exception was raised."""
 
 
 def one_line(exc: BaseException) -> str:
-    """An exception as one log line: the driver's message, without SQLAlchemy's SQL echo."""
-    lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0] if lines else ''}"
+    """An exception as one log line: "Type: first line of its message"."""
+    return describe(exc).partition("\n")[0]
+
+
+def describe(exc: BaseException, *, with_traceback: bool = False) -> str:
+    """An exception as text that PostgreSQL and a log line accept: "Type: message" (for a
+    database error, the driver's own message without SQLAlchemy's echo of the SQL), then, with
+    `with_traceback`, the last TRACEBACK_TAIL characters of its traceback. Never raises, even
+    for an exception whose __str__ does."""
+    try:
+        text = f"{type(exc).__name__}: {str(getattr(exc, 'orig', None) or exc).strip()}"
+        if with_traceback:
+            text += "\n" + "".join(traceback.format_exception(exc))[-TRACEBACK_TAIL:]
+    except Exception:
+        text = f"{type(exc).__name__}: <message unavailable>"
+    return _storable(text)
+
+
+def _storable(text: str) -> str:
+    """No NUL bytes, no lone surrogates: either would fail the write of an outcome for ever."""
+    return text.replace("\x00", "\\0").encode("utf-8", "backslashreplace").decode("utf-8")

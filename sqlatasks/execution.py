@@ -8,20 +8,21 @@ also deletes its row (`Committed`): see sqlatasks.transactions.
 
 from __future__ import annotations
 
-import traceback
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import anyio
 
-from sqlatasks import errors, registry
+from sqlatasks import attempts, errors, registry
 from sqlatasks.context import TaskRun, running
-from sqlatasks.queries import ClaimedTask
+from sqlatasks.rows import ClaimedTask
+from sqlatasks.tasks import Task
 from sqlatasks.transactions import RunInTransaction
 
-ERROR_TAIL = 4000
-"""Characters of a failure's traceback kept in `last_error` (its end: where it was raised)."""
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +50,7 @@ class Released:
 
 @dataclass(frozen=True, slots=True)
 class Snoozed:
-    """The task raised Retry: due again in `after` seconds, the attempt not counted."""
+    """The task raised Snooze: due again in `after` seconds, the attempt not counted."""
 
     task: ClaimedTask
     after: float
@@ -90,7 +91,7 @@ class Limits:
     task_timeout: float
     retry_delay: float
     timeout_cap: float
-    """No attempt runs longer than this: the lease was sized for it."""
+    """No attempt runs longer than this: the lease of the claim was sized for it."""
     allowed_imports: Sequence[str]
 
 
@@ -102,27 +103,63 @@ async def execute(
 ) -> Outcome:
     """Run `claimed` and return its outcome; only shutdown's cancellation escapes.
 
-    A session task runs through `transactions`. `on_start(deadline)` is told when the task's
-    time runs out (anyio's clock), just before it runs.
+    The steps: refuse an attempt past the limit, resolve the task and its payload, run it
+    under its time limit, and turn what happened into an Outcome. A session task runs through
+    `transactions`. `on_start(deadline)` is told when the task's time runs out (anyio's
+    clock), just before it runs.
     """
-    if claimed.max_attempts is not None and claimed.attempts > claimed.max_attempts:
+    if attempts.lost_before(claimed.attempts, claimed.max_attempts):
         # Claimed again after a lease ran out (its worker died mid-attempt): never run past
         # the limit.
         return Failed(claimed, error="WorkerLost: its last attempt never finished", retry_in=None)
-    try:
-        task = registry.resolve(claimed.task_name, limits.allowed_imports)
-        payload = task.load(claimed.payload)
-    except (errors.TaskNotRegistered, errors.PayloadError) as exc:
-        # Running it again would fail the same way: park it for a person to look at.
-        return Failed(claimed, error=_clean(f"{type(exc).__name__}: {exc}"), retry_in=None)
-    except Exception as exc:  # a model validator that raised something odd: the same
-        return Failed(claimed, error=describe(exc), retry_in=None)
-
-    timeout = min(task.timeout or limits.task_timeout, limits.timeout_cap)
-    raised: BaseException | None = None
-    ends = anyio.current_time() + timeout
+    resolved = _resolve(claimed, limits)
+    if isinstance(resolved, Failed):
+        return resolved
+    task, payload = resolved
+    limit = _time_limit(claimed, task, limits)
+    ends = anyio.current_time() + limit
     if on_start is not None:
         on_start(ends)
+    ran = await _perform(claimed, task, payload, transactions, ends)
+    # First: a commit that went through is final, even if the deadline passed while it ran.
+    if ran.committed is not None:
+        return Committed(claimed) if ran.committed else LeaseLost(claimed)
+    if ran.timed_out:
+        return failure(claimed, task, limits, f"TimeoutError: exceeded its {limit:g} s limit")
+    if isinstance(ran.raised, errors.Snooze):
+        return Snoozed(claimed, after=ran.raised.after)
+    if ran.raised is not None:
+        return failure(claimed, task, limits, errors.describe(ran.raised, with_traceback=True))
+    return Completed(claimed)
+
+
+def _resolve(claimed: ClaimedTask, limits: Limits) -> tuple[Task[Any], Any] | Failed:
+    """The task and its validated payload; a failure that parks the task if either is bad:
+    running it again would fail the same way, so it waits for a person to look at it."""
+    try:
+        task = registry.resolve(claimed.task_name, limits.allowed_imports)
+        return task, task.load(claimed.payload)
+    except (errors.TaskNotRegistered, errors.PayloadError) as exc:
+        return Failed(claimed, error=errors.describe(exc), retry_in=None)
+    except Exception as exc:  # a model validator that raised something odd: the same
+        return Failed(claimed, error=errors.describe(exc, with_traceback=True), retry_in=None)
+
+
+@dataclass(frozen=True, slots=True)
+class _Ran:
+    committed: bool | None
+    """A session task's transaction: committed, or its lease was lost; None for others."""
+    raised: BaseException | None
+    timed_out: bool
+
+
+async def _perform(
+    claimed: ClaimedTask,
+    task: Task[Any],
+    payload: Any,
+    transactions: RunInTransaction,
+    deadline: float,
+) -> _Ran:
     run = TaskRun(
         id=claimed.id,
         task_name=claimed.task_name,
@@ -131,8 +168,9 @@ async def execute(
         max_attempts=claimed.max_attempts,
         lease_token=claimed.lease_token,
     )
-    committed: bool | None = None  # a session task's transaction: committed, or lease lost
-    with anyio.CancelScope(deadline=ends) as deadline, running(run):
+    committed: bool | None = None
+    raised: BaseException | None = None
+    with anyio.CancelScope(deadline=deadline) as scope, running(run):
         try:
             if task.wants_session:
                 committed = await transactions(claimed, partial(task, payload))
@@ -143,38 +181,33 @@ async def execute(
         except BaseException as exc:
             # SystemExit or KeyboardInterrupt from a task fails the task, not the worker.
             raised = exc
-
-    # First: a commit that went through is final, even if the deadline passed while it ran.
-    if committed is not None:
-        return Committed(claimed) if committed else LeaseLost(claimed)
-    retry_delay = task.retry_in(claimed.attempts, limits.retry_delay)
     # cancel_called, not cancelled_caught: a task that swallowed its cancellation and
     # returned still ran past its limit, and counts as a failure.
-    if deadline.cancel_called:
-        return _failure(claimed, f"TimeoutError: exceeded its {timeout:g} s limit", retry_delay)
-    if isinstance(raised, errors.Retry):
-        return Snoozed(claimed, after=raised.after)
-    if raised is not None:
-        return _failure(claimed, describe(raised), retry_delay)
-    return Completed(claimed)
+    return _Ran(committed, raised, timed_out=scope.cancel_called)
 
 
-def describe(exc: BaseException) -> str:
-    """Exception type, message and the tail of its traceback, for `last_error` and the log."""
-    try:
-        head = f"{type(exc).__name__}: {exc}"
-        trace = "".join(traceback.format_exception(exc))
-    except Exception:  # an exception whose __str__ fails
-        return f"{type(exc).__name__}: <message unavailable>"
-    return _clean(f"{head}\n{trace[-ERROR_TAIL:]}")
+def _time_limit(claimed: ClaimedTask, task: Task[Any], limits: Limits) -> float:
+    limit = attempts.time_limit(task.policy, limits.task_timeout, limits.timeout_cap)
+    if task.timeout is not None and task.timeout > limit:
+        # A task first met by a lazy import, with a longer timeout than any the runner knew
+        # when it claimed it: its lease covers only `limit`. Later claims know the task.
+        log.warning(
+            "task %d %s runs with a %g s limit, not its %g s timeout: it was claimed before "
+            "its module was imported; add that module to --import",
+            claimed.id,
+            claimed.task_name,
+            limit,
+            task.timeout,
+        )
+    return limit
 
 
-def _clean(text: str) -> str:
-    """Text PostgreSQL accepts: no NUL bytes, no lone surrogates (either would fail the write
-    of the outcome for ever)."""
-    return text.replace("\x00", "\\0").encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-def _failure(claimed: ClaimedTask, error: str, retry_delay: float) -> Failed:
-    exhausted = claimed.max_attempts is not None and claimed.attempts >= claimed.max_attempts
-    return Failed(claimed, error=error, retry_in=None if exhausted else retry_delay)
+def failure(claimed: ClaimedTask, task: Task[Any] | None, limits: Limits, error: str) -> Failed:
+    """A failed attempt: due again after the task's own retry delay, or parked at its limit.
+    Also the outcome of an attempt whose worker died (the supervisor's rescue); `task` is
+    None when the name is not known there, and the runner's defaults apply."""
+    policy = task.policy if task is not None else attempts.RetryPolicy()
+    delay = attempts.after_failure(
+        policy, claimed.attempts, claimed.max_attempts, limits.retry_delay
+    )
+    return Failed(claimed, error=error, retry_in=delay)

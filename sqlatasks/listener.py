@@ -16,11 +16,13 @@ import anyio
 import asyncpg
 from sqlalchemy.engine import make_url
 
+from sqlatasks import errors
+from sqlatasks.backoff import Backoff
+
 log = logging.getLogger(__name__)
 
 KEEPALIVE = 30.0
 """Seconds between checks that a quiet LISTEN connection is still alive."""
-RETRY_MAX = 30.0
 
 
 def asyncpg_dsn(database_url: str) -> str:
@@ -40,22 +42,21 @@ async def listen(
 
     `name` labels the connection in pg_stat_activity (application_name).
     """
-    delay = 0.5
+    backoff = Backoff(first=0.5, most=30.0)
     while True:
         try:
             await _listen_once(asyncpg_dsn(database_url), channels, on_connect, name)
-            delay = 0.5
+            backoff.reset()
+            delay = backoff.next()
             log.warning("LISTEN connection lost; reconnecting (polling meanwhile)")
-            await anyio.sleep(delay)
         except Exception as exc:  # whatever it is, polling carries on: retry, never crash
+            delay = backoff.next()
             log.warning(
-                "LISTEN connection failed (%s: %s); retrying in %.1f s, polling meanwhile",
-                type(exc).__name__,
-                exc,
+                "LISTEN connection failed (%s); retrying in %.1f s, polling meanwhile",
+                errors.one_line(exc),
                 delay,
             )
-            await anyio.sleep(delay)
-            delay = min(delay * 2, RETRY_MAX)
+        await anyio.sleep(delay)
 
 
 async def _listen_once(

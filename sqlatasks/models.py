@@ -108,7 +108,7 @@ class QueuedTask(Base):
 class ScheduleSlot(Base):
     """The last slot fired of one periodic schedule (schema version 3).
 
-    Written only by runners, through `sqlatasks.queries`; mapped here so that the migrations
+    Written only by runners, through `sqlatasks.sql.periodic`; mapped here so that the migrations
     test can check it against `alembic upgrade head`.
     """
 

@@ -12,8 +12,8 @@ from typing import Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from sqlatasks import queries
-from sqlatasks.queries import FailedTask, QueueStats
+from sqlatasks.rows import FailedTask, QueueStats
+from sqlatasks.sql import operator as sql
 
 __all__ = [
     "FailedTask",
@@ -28,7 +28,7 @@ __all__ = [
 
 async def queue_stats(session: AsyncSession) -> list[QueueStats]:
     """Per queue: due, scheduled, running and failed counts, and the oldest due task's wait."""
-    return await queries.queue_stats(await session.connection())
+    return await sql.queue_stats(await session.connection())
 
 
 async def failed_tasks(
@@ -39,7 +39,7 @@ async def failed_tasks(
     limit: int = 100,
 ) -> list[FailedTask]:
     """Parked tasks, newest failure first."""
-    return await queries.failed_list(
+    return await sql.failed_list(
         await session.connection(), queue=queue, task_name=task_name, limit=limit
     )
 
@@ -50,12 +50,12 @@ async def retry_failed(session: AsyncSession, ids: Sequence[int] | Literal["all"
     A parked task with a unique key is retried only if no live task holds its key (and of
     several parked tasks sharing a key, only the oldest); the others stay parked. Never raises
     for a taken key."""
-    return await queries.failed_retry(await session.connection(), None if ids == "all" else ids)
+    return await sql.failed_retry(await session.connection(), None if ids == "all" else ids)
 
 
 async def delete_failed(session: AsyncSession, ids: Sequence[int] | Literal["all"]) -> int:
     """Delete parked tasks; the number deleted."""
-    return await queries.failed_delete(await session.connection(), None if ids == "all" else ids)
+    return await sql.failed_delete(await session.connection(), None if ids == "all" else ids)
 
 
 async def cancel(
@@ -65,4 +65,4 @@ async def cancel(
     running: when the session commits, its worker is told (NOTIFY) to interrupt it and delete
     it. Cooperative: a worker that misses the notice (its LISTEN connection is down) lets the
     task finish as usual."""
-    return await queries.task_cancel(await session.connection(), task_id)
+    return await sql.task_cancel(await session.connection(), task_id)

@@ -1,9 +1,8 @@
-"""Task name → Task, and the rule for which code a worker may import to find one.
+"""The tasks and schedules this process knows: name → Task, name → Schedule.
 
-A worker runs only functions that `@task` registered. A row whose task is not registered yet
-may cause an import only when its module lies inside one of the packages the runner was told
-to import (`--import`); anything else (`os:system`, a typo, an outside module) is refused
-without importing it.
+`@task` and `periodic()` add to it at import. A runner imports only the modules it was allowed
+(`--import`), and resolves a queue row's task name lazily only inside those packages: a row
+naming anything else is never imported.
 """
 
 from __future__ import annotations
@@ -14,10 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 from sqlatasks import errors
 
-if TYPE_CHECKING:
-    from sqlatasks.tasks import Task
+if TYPE_CHECKING:  # tasks imports this module to register; the names are for types only
+    from sqlatasks.tasks import Schedule, Task
 
 _tasks: dict[str, Task[Any]] = {}
+_schedules: dict[str, Schedule] = {}
 
 
 def add(task: Task[Any]) -> None:
@@ -45,6 +45,11 @@ def all_tasks() -> list[Task[Any]]:
     return list(_tasks.values())
 
 
+def longest_timeout(default: float) -> float:
+    """The longest time limit of any registered task, and at least `default` (seconds)."""
+    return max([default, *(t.timeout or 0.0 for t in _tasks.values())])
+
+
 def import_modules(modules: Iterable[str]) -> None:
     """Import the modules a runner was allowed to import, registering their tasks."""
     for module in modules:
@@ -69,10 +74,34 @@ def resolve(name: str, allowed: Iterable[str]) -> Task[Any]:
         importlib.import_module(module)
     except Exception as exc:
         raise errors.TaskNotRegistered(
-            name=name, problem=f"importing {module!r} failed: {type(exc).__name__}: {exc}"
+            name=name, problem=f"importing {module!r} failed: {errors.one_line(exc)}"
         ) from exc
     return get(name)
 
 
+def add_schedule(schedule: Schedule) -> None:
+    """Register `schedule`; a different schedule under a taken name is ScheduleError.
+
+    Registering the same schedule again (its module imported again) changes nothing.
+    """
+    if not schedule.name:
+        raise errors.ScheduleError(name=schedule.name, problem="a schedule needs a name")
+    existing = _schedules.get(schedule.name)
+    if existing is not None and _identity(existing) != _identity(schedule):
+        raise errors.ScheduleError(
+            name=schedule.name,
+            problem="another schedule has this name; give each one its own periodic(name=...)",
+        )
+    _schedules[schedule.name] = schedule
+
+
+def all_schedules() -> list[Schedule]:
+    return list(_schedules.values())
+
+
 def _origin(task: Task[Any]) -> tuple[str, str]:
     return (task.function.__module__, task.function.__qualname__)
+
+
+def _identity(schedule: Schedule) -> tuple[str, str, str]:
+    return (schedule.task.name, schedule.cron, schedule.payload)

@@ -23,13 +23,14 @@ import anyio
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from sqlatasks import errors, queries
+from sqlatasks import errors, rows
+from sqlatasks.backoff import Backoff
 from sqlatasks.connection import HeldConnection
-from sqlatasks.schedules import Schedule
+from sqlatasks.sql import periodic as sql
+from sqlatasks.tasks import Schedule
 
 log = logging.getLogger(__name__)
 
-RETRY_MAX = 30.0
 MIN_WAIT = 0.05
 """Seconds at least between ticks, so that a slot just due is not polled in a tight loop."""
 
@@ -40,18 +41,18 @@ async def run(
     """Tick until cancelled; a database error costs a log line and a retry with backoff."""
     connection = HeldConnection(engine, name)
     log.info("scheduling %s", ", ".join(f"{s.name} ({s.cron})" for s in schedules) or "nothing")
-    delay = min(1.0, check_interval)
+    backoff = Backoff(first=min(1.0, check_interval), most=30.0)
     try:
         while True:
             try:
                 wait = await tick(await connection.get(), schedules, check_interval)
-                delay = min(1.0, check_interval)
+                backoff.reset()
             except (SQLAlchemyError, OSError) as exc:
+                wait = backoff.next()
                 log.warning(
-                    "scheduler tick failed (%s); retrying in %.1f s", errors.one_line(exc), delay
+                    "scheduler tick failed (%s); retrying in %.1f s", errors.one_line(exc), wait
                 )
                 await connection.close()
-                wait, delay = delay, min(delay * 2, RETRY_MAX)
             await anyio.sleep(wait)
     finally:
         await connection.close()
@@ -61,7 +62,7 @@ async def tick(
     conn: AsyncConnection, schedules: Sequence[Schedule], check_interval: float
 ) -> float:
     """Seat new schedules and fire due slots once; the seconds until the next tick."""
-    now, states = await queries.periodic_state(conn, [s.name for s in schedules])
+    now, states = await sql.periodic_state(conn, [s.name for s in schedules])
     by_name = {state.name: state for state in states}
     for schedule in schedules:
         await _visit(conn, schedule, by_name[schedule.name], now)
@@ -72,15 +73,13 @@ async def tick(
 
 
 async def _visit(
-    conn: AsyncConnection, schedule: Schedule, state: queries.ScheduleState, now: datetime
+    conn: AsyncConnection, schedule: Schedule, state: rows.ScheduleState, now: datetime
 ) -> None:
     latest = schedule.latest_slot(now)
     # Each write is one statement, never cancelled half-way: either it happened or it did not.
     with anyio.CancelScope(shield=True):
         if state.cron != schedule.cron:
-            if await queries.periodic_seat(
-                conn, name=schedule.name, cron=schedule.cron, slot=latest
-            ):
+            if await sql.periodic_seat(conn, name=schedule.name, cron=schedule.cron, slot=latest):
                 log.info(
                     "schedule %s (%s) registered; first run at %s",
                     schedule.name,
@@ -91,7 +90,7 @@ async def _visit(
         if state.last_slot is None or state.last_slot >= latest:
             return
         task = schedule.task
-        task_id = await queries.periodic_fire(
+        task_id = await sql.periodic_fire(
             conn,
             name=schedule.name,
             cron=schedule.cron,

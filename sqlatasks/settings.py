@@ -132,17 +132,6 @@ class Settings(BaseSettings):
     def _upper(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
 
-    @property
-    def heartbeat_timeout(self) -> float:
-        """Seconds without a heartbeat after which the supervisor kills a worker as hung."""
-        return 2 * self.check_interval
-
-    def lease_seconds(self, longest_timeout: float) -> float:
-        """How long a claim holds a task: past the longest timeout plus the time the
-        supervisor needs to see a hung worker and kill it, so no one else takes over a task
-        while a live worker may still be running it."""
-        return longest_timeout + self.heartbeat_timeout + 2 * self.check_interval + 5.0
-
     @classmethod
     def load(cls, **overrides: Any) -> Settings:
         """Settings from `overrides` (flags), then SQLATASKS_* variables, then defaults.

@@ -2,7 +2,7 @@
 
 Every check interval it looks at each worker's heartbeat. A worker that exits or crashes is
 started again (with backoff when it keeps crashing right after start); a worker whose heartbeat
-is older than `Settings.heartbeat_timeout` is hung or blocked, and is killed (SIGKILL, by
+is older than `attempts.heartbeat_timeout` is hung or blocked, and is killed (SIGKILL, by
 cancelling its `run_sync` call) and replaced well before its leases can expire.
 
 SIGTERM or SIGINT: tell every worker to stop (SIGTERM), wait for them up to the shutdown
@@ -18,8 +18,9 @@ import signal
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.to_process
@@ -27,8 +28,11 @@ from anyio.abc import TaskGroup
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from sqlatasks import errors, queries
+from sqlatasks import attempts, completer, errors, execution, registry
+from sqlatasks.backoff import Backoff
 from sqlatasks.settings import STARTUP_GRACE, Settings
+from sqlatasks.sql import claim, server
+from sqlatasks.tasks import Task
 from sqlatasks.worker import STOP_NOW, worker_main
 
 log = logging.getLogger(__name__)
@@ -37,19 +41,21 @@ STOP_MARGIN = 10.0
 """Seconds past the shutdown timeout before workers still running are killed."""
 CRASH_LOOP_WINDOW = 10.0
 """A worker that dies sooner than this after starting is restarted with growing backoff."""
-DATABASE_RETRY_MAX = 30.0
 
 
 @dataclass
-class Slot:
-    """One worker position: the process in it comes and goes."""
+class WorkerSeat:
+    """Worker number `index` of this runner: the process in it comes and goes."""
 
     index: int
     heartbeat: Path
     started_at: float = 0.0
     scope: anyio.CancelScope | None = None
     retiring: bool = False
-    crashes: int = 0
+    died_young: bool = False
+    """The last worker here died within CRASH_LOOP_WINDOW of its start."""
+    restarts: Backoff = field(default_factory=lambda: Backoff(first=1.0, most=30.0))
+    """Waits before restarting a worker that keeps dying soon after it starts."""
 
     def _fields(self) -> list[str]:
         """pid, worker id, last beat (monotonic clock): written whole by the worker."""
@@ -77,9 +83,17 @@ class Supervisor:
         self._settings = settings
         self._log_path = log_path
         self._limiter = anyio.CapacityLimiter(settings.workers)
-        self._slots = [Slot(i, workdir / f"worker-{i}.heartbeat") for i in range(settings.workers)]
+        self._seats = [
+            WorkerSeat(i, workdir / f"worker-{i}.heartbeat") for i in range(settings.workers)
+        ]
         self._stopping = False
         self._startup: anyio.CancelScope | None = None
+        self._limits = execution.Limits(
+            task_timeout=settings.task_timeout,
+            retry_delay=settings.retry_delay,
+            timeout_cap=settings.task_timeout,
+            allowed_imports=settings.imports,
+        )
         # One connection, for start-up checks and releasing dead workers' tasks.
         self._engine = create_async_engine(
             settings.database_url,
@@ -94,109 +108,122 @@ class Supervisor:
             with anyio.CancelScope() as self._startup:
                 await wait_for_database(self._engine)
                 log.info(
-                    "starting %d workers x %d slots",
+                    "starting %d workers, concurrency %d each",
                     self._settings.workers,
                     self._settings.concurrency,
                 )
                 tg.start_soon(self._check_loop)
                 async with anyio.create_task_group() as workers:
-                    for slot in self._slots:
-                        workers.start_soon(self._keep_alive, slot)
+                    for seat in self._seats:
+                        workers.start_soon(self._keep_alive, seat)
             tg.cancel_scope.cancel()
         await self._engine.dispose()
         log.info("stopped")
 
-    async def _keep_alive(self, slot: Slot) -> None:
+    async def _keep_alive(self, seat: WorkerSeat) -> None:
         while not self._stopping:
-            slot.heartbeat.unlink(missing_ok=True)
-            slot.started_at = anyio.current_time()
+            seat.heartbeat.unlink(missing_ok=True)
+            seat.started_at = anyio.current_time()
             result = None
             reusable = False  # did the worker function end, leaving its process in the pool?
-            with anyio.CancelScope() as slot.scope:
+            with anyio.CancelScope() as seat.scope:
                 try:
                     result = await anyio.to_process.run_sync(
                         worker_main,
                         self._settings,
-                        slot.index,
-                        str(slot.heartbeat),
+                        seat.index,
+                        str(seat.heartbeat),
                         self._log_path,
                         cancellable=True,
                         limiter=self._limiter,
                     )
                     reusable = True
                 except anyio.BrokenWorkerProcess:
-                    if slot.pid() is None and slot.retiring:
+                    if seat.pid() is None and seat.retiring:
                         # The pool handed back the process of the last worker, which retires
                         # itself (see worker_main): the next call starts a fresh one.
-                        slot.retiring = False
+                        seat.retiring = False
                         continue
-                    log.warning("worker-%d died (exit without a result)", slot.index)
+                    log.warning("worker-%d died (exit without a result)", seat.index)
                 except anyio.get_cancelled_exc_class():
                     raise
                 except BaseException as exc:  # even SystemExit from a task must not end us
-                    log.error("worker-%d crashed: %s", slot.index, errors.one_line(exc))
+                    log.error("worker-%d crashed: %s", seat.index, errors.one_line(exc))
                     reusable = True
-            slot.retiring = reusable
-            slot.scope = None
+            seat.retiring = reusable
+            seat.scope = None
             if result is None:
-                await self._rescue(slot)
+                await self._rescue(seat)
             if result == "drained" or self._stopping:
                 return
             if result is not None:
-                log.warning("worker-%d returned (%s) unexpectedly", slot.index, result)
-            lived = anyio.current_time() - slot.started_at
-            slot.crashes = slot.crashes + 1 if lived < CRASH_LOOP_WINDOW else 0
-            backoff = min(2.0 ** (slot.crashes - 1), 30.0) if slot.crashes > 1 else 0.0
-            log.info("restarting worker-%d%s", slot.index, f" in {backoff:g} s" if backoff else "")
+                log.warning("worker-%d returned (%s) unexpectedly", seat.index, result)
+            backoff = 0.0  # the first early death is restarted at once; the next ones back off
+            if anyio.current_time() - seat.started_at >= CRASH_LOOP_WINDOW:
+                seat.restarts.reset()
+                seat.died_young = False
+            elif not seat.died_young:
+                seat.died_young = True
+            else:
+                backoff = seat.restarts.next()
+            log.info("restarting worker-%d%s", seat.index, f" in {backoff:g} s" if backoff else "")
             await anyio.sleep(backoff)
 
-    async def _rescue(self, slot: Slot) -> None:
+    async def _rescue(self, seat: WorkerSeat) -> None:
         """The worker is dead for sure (exited or killed): fail its leased tasks at once,
-        rather than leave them until their leases expire."""
-        worker_id = slot.worker_id()
+        each by its own task's retry rules, rather than leave them until their leases expire."""
+        worker_id = seat.worker_id()
         if worker_id is None:
             return  # it never started, so it holds no lease
+        error = f"WorkerLost: worker {worker_id} died while running it"
         try:
             async with self._engine.begin() as conn:
-                count = await queries.task_rescue(
-                    conn,
-                    worker_id=worker_id,
-                    delay=self._settings.retry_delay,
-                    error=f"WorkerLost: worker {worker_id} died while running it",
-                )
+                held = await claim.task_held_by(conn, worker_id)
+                failures = [
+                    execution.failure(task, self._known(task.task_name), self._limits, error)
+                    for task in held
+                ]
+                count = await completer.write_outcomes(conn, failures)
         except (SQLAlchemyError, OSError) as exc:
             log.warning(
                 "could not release worker-%d's tasks (%s); their leases will expire",
-                slot.index,
+                seat.index,
                 errors.one_line(exc),
             )
             return
         if count:
             log.warning(
-                "worker-%d died holding %d tasks: due again after the retry delay",
-                slot.index,
+                "worker-%d died holding %d tasks: each due again after its retry delay",
+                seat.index,
                 count,
             )
+
+    def _known(self, task_name: str) -> Task[Any] | None:
+        """The registered task of that name (lazily imported if allowed), else None."""
+        try:
+            return registry.resolve(task_name, self._settings.imports)
+        except errors.TaskNotRegistered:
+            return None
 
     async def _check_loop(self) -> None:
         while True:
             await anyio.sleep(self._settings.check_interval)
             now = anyio.current_time()
-            for slot in self._slots:
-                if slot.scope is None:
+            for seat in self._seats:
+                if seat.scope is None:
                     continue
-                age = slot.heartbeat_age()
-                running_for = now - slot.started_at
+                age = seat.heartbeat_age()
+                running_for = now - seat.started_at
                 if age is None:
                     if running_for > STARTUP_GRACE:
-                        self._kill_hung(slot, f"no heartbeat {running_for:.0f} s after start")
-                elif age > self._settings.heartbeat_timeout:
-                    self._kill_hung(slot, f"no heartbeat for {age:.1f} s")
+                        self._kill_hung(seat, f"no heartbeat {running_for:.0f} s after start")
+                elif age > attempts.heartbeat_timeout(self._settings.check_interval):
+                    self._kill_hung(seat, f"no heartbeat for {age:.1f} s")
 
-    def _kill_hung(self, slot: Slot, why: str) -> None:
-        log.error("worker-%d is hung (%s): killing it", slot.index, why)
-        if slot.scope is not None:
-            slot.scope.cancel()
+    def _kill_hung(self, seat: WorkerSeat, why: str) -> None:
+        log.error("worker-%d is hung (%s): killing it", seat.index, why)
+        if seat.scope is not None:
+            seat.scope.cancel()
 
     async def _watch_signals(self, tg: TaskGroup) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -211,49 +238,49 @@ class Supervisor:
                         self._settings.shutdown_timeout,
                     )
                     self._stopping = True
-                    if self._startup is not None and not any(x.scope for x in self._slots):
+                    if self._startup is not None and not any(x.scope for x in self._seats):
                         self._startup.cancel()  # still waiting for the database
                     tg.start_soon(self._kill_after, self._settings.shutdown_timeout + STOP_MARGIN)
                 else:
                     log.info("%s again: stopping workers now", name)
                     tg.start_soon(self._kill_after, STOP_MARGIN)
-                for slot in self._slots:
-                    self._signal_worker(slot, signal.SIGTERM if count == 1 else STOP_NOW)
+                for seat in self._seats:
+                    self._signal_worker(seat, signal.SIGTERM if count == 1 else STOP_NOW)
 
-    def _signal_worker(self, slot: Slot, signum: signal.Signals) -> None:
-        if slot.scope is None:
+    def _signal_worker(self, seat: WorkerSeat, signum: signal.Signals) -> None:
+        if seat.scope is None:
             return
-        pid = slot.pid()
+        pid = seat.pid()
         if pid is None:
             # Not started yet, so it holds no lease: nothing to wait for.
-            slot.scope.cancel()
+            seat.scope.cancel()
             return
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signum)
 
     async def _kill_after(self, seconds: float) -> None:
         await anyio.sleep(seconds)
-        for slot in self._slots:
-            if slot.scope is not None:
-                log.error("worker-%d did not stop in time: killing it", slot.index)
-                slot.scope.cancel()
+        for seat in self._seats:
+            if seat.scope is not None:
+                log.error("worker-%d did not stop in time: killing it", seat.index)
+                seat.scope.cancel()
 
 
 async def wait_for_database(engine: AsyncEngine) -> None:
     """Return once the database answers and has the queue table; log one line per failure."""
-    delay = 1.0
+    backoff = Backoff(first=1.0, most=30.0)
     while True:
         try:
             async with engine.connect() as conn:
-                if await queries.database_check(conn):
+                if await server.database_check(conn):
                     return
             raise errors.ConfigurationError(
                 "the queue table sqlatasks_tasks does not exist: run `alembic upgrade head`"
             )
         except (SQLAlchemyError, OSError) as exc:
+            delay = backoff.next()
             log.error("database unreachable (%s); retrying in %g s", errors.one_line(exc), delay)
-        await anyio.sleep(delay)
-        delay = min(delay * 2, DATABASE_RETRY_MAX)
+            await anyio.sleep(delay)
 
 
 def relay_logs(read_fd: int) -> None:

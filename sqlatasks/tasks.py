@@ -11,28 +11,25 @@ while keeping `name=` keeps old rows runnable.
 
 from __future__ import annotations
 
-import inspect
-import math
-import random
 import typing
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Generic, Literal, Protocol, TypeVar, overload
+from datetime import datetime
+from typing import Any, Generic, Protocol, TypeVar, overload
 
 import pydantic
 import pydantic_core
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from sqlatasks import errors, registry, schedules
+from sqlatasks import attempts, definition, errors, registry
+from sqlatasks import cron as cronexpr  # `cron` is a parameter of task() and periodic()
+from sqlatasks.attempts import Backoff
+from sqlatasks.definition import DEFAULT_QUEUE
 
 PayloadT = TypeVar("PayloadT", bound=pydantic.BaseModel)
 TaskFunction = Callable[[PayloadT], Awaitable[Any]]
 SessionTaskFunction = Callable[[PayloadT, AsyncSession], Awaitable[Any]]
 AnyTaskFunction = TaskFunction[PayloadT] | SessionTaskFunction[PayloadT]
-
-PRIORITY_RANGE = range(-32768, 32768)  # the column is a smallint
-Backoff = Literal["fixed", "exponential"]
-DEFAULT_QUEUE = "default"
 
 
 @dataclass(frozen=True, eq=False)
@@ -56,8 +53,7 @@ class Task(Generic[PayloadT]):
     retry_delay: float | None = None
     """Seconds before a failed attempt is due again; None means the runner's --retry-delay."""
     backoff: Backoff = "fixed"
-    """"fixed": every retry waits retry_delay. "exponential": attempt n waits
-    retry_delay * 2^(n-1), capped at retry_delay_max, with jitter (between half and all of it)."""
+    """See `sqlatasks.attempts.RetryPolicy`."""
     retry_delay_max: float = 3600.0
     max_attempts: int | None = None
     """Attempts before the task is parked as failed; None means unlimited."""
@@ -74,13 +70,15 @@ class Task(Generic[PayloadT]):
             )
         return await typing.cast(SessionTaskFunction[PayloadT], self.function)(payload, session)
 
-    def retry_in(self, attempt: int, default_delay: float) -> float:
-        """Seconds before attempt `attempt` (1 = the first, which just failed) runs again."""
-        base = default_delay if self.retry_delay is None else self.retry_delay
-        if self.backoff == "fixed":
-            return base
-        capped = min(self.retry_delay_max, base * 2.0 ** min(attempt - 1, 60))
-        return capped * random.uniform(0.5, 1.0)  # jitter: retries of a burst spread out
+    @property
+    def policy(self) -> attempts.RetryPolicy:
+        """Its time limit and retry options, for the rules in `sqlatasks.attempts`."""
+        return attempts.RetryPolicy(
+            timeout=self.timeout,
+            retry_delay=self.retry_delay,
+            backoff=self.backoff,
+            retry_delay_max=self.retry_delay_max,
+        )
 
     def dump(self, payload: PayloadT | Mapping[str, Any]) -> str:
         """The payload as JSON text, or PayloadError if it is not a valid `self.model`."""
@@ -168,13 +166,13 @@ def task(
 
     def decorate(fn: AnyTaskFunction[Any]) -> Task[Any]:
         label = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
-        _check_options(label, queue, priority, timeout, retry_delay, max_attempts)
-        _check_backoff(label, backoff, retry_delay_max)
-        model, wants_session = _parameters(label, fn)
-        cron_payload = None if cron is None else _cron_payload(label, cron, model)
+        definition.check_options(label, queue, priority, timeout, retry_delay, max_attempts)
+        definition.check_backoff(label, backoff, retry_delay_max)
+        model, wants_session = definition.parameters(label, fn)
+        cron_payload = None if cron is None else definition.cron_payload(label, cron, model)
         built = Task(
             function=fn,
-            name=name if name is not None else _default_name(label, fn),
+            name=name if name is not None else definition.default_name(label, fn),
             model=model,
             wants_session=wants_session,
             queue=queue,
@@ -187,7 +185,7 @@ def task(
         )
         registry.add(built)
         if cron is not None and cron_payload is not None:  # both or neither
-            schedules.add(schedules.Schedule(built.name, built, cron, cron_payload))
+            registry.add_schedule(Schedule(built.name, built, cron, cron_payload))
         return built
 
     if function is not None:
@@ -195,120 +193,59 @@ def task(
     return typing.cast(_Decorator, decorate)
 
 
-def _default_name(label: str, fn: AnyTaskFunction[Any]) -> str:
-    module, qualname = fn.__module__, fn.__qualname__
-    if module in {"__main__", "__mp_main__"}:
-        raise errors.TaskDefinitionError(
-            function=label,
-            problem="it is defined in __main__, which workers cannot import; "
-            "move it into an importable module (or pass name= and import that module)",
-        )
-    if "<locals>" in qualname:
-        raise errors.TaskDefinitionError(
-            function=label,
-            problem="it is defined inside another function; define tasks at module level",
-        )
-    return f"{module}:{qualname}"
+# -- periodic schedules ---------------------------------------------------------------------
 
 
-def _parameters(label: str, fn: AnyTaskFunction[Any]) -> tuple[type[pydantic.BaseModel], bool]:
-    """The payload model, and whether the function takes a session second."""
-    if not inspect.iscoroutinefunction(fn):
-        raise errors.TaskDefinitionError(function=label, problem="a task must be an `async def`")
-    parameters = list(inspect.signature(fn).parameters.values())
-    positional = [
-        p
-        for p in parameters
-        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
-    ]
-    required_other = [p for p in parameters if p.default is p.empty and p not in positional[:2]]
-    if not positional or required_other:
-        raise errors.TaskDefinitionError(
-            function=label,
-            problem="a task takes one required argument, its pydantic payload, and optionally "
-            f"a second one annotated AsyncSession (found {[p.name for p in parameters]})",
-        )
-    try:
-        hints = typing.get_type_hints(fn)
-    except Exception as exc:
-        raise errors.TaskDefinitionError(
-            function=label, problem=f"its annotations cannot be resolved ({exc})"
-        ) from exc
-    model = hints.get(positional[0].name)
-    if model is None:
-        raise errors.TaskDefinitionError(
-            function=label,
-            problem=f"annotate {positional[0].name!r} with the pydantic model of the payload",
-        )
-    if not (isinstance(model, type) and issubclass(model, pydantic.BaseModel)):
-        raise errors.TaskDefinitionError(
-            function=label,
-            problem=f"the payload annotation must be a pydantic BaseModel subclass, not {model!r}",
-        )
-    if len(positional) == 1:
-        return model, False
-    second = hints.get(positional[1].name)
-    # The annotation, not the name, says what the runner must pass: a second parameter of any
-    # other type is a mistake to report now, not at the first execution.
-    if second is not AsyncSession:  # a subclass would promise methods a plain session lacks
-        raise errors.TaskDefinitionError(
-            function=label,
-            problem=f"a task's second parameter must be annotated AsyncSession "
-            f"(sqlalchemy.ext.asyncio), not {second!r}; it receives the session whose "
-            f"transaction also completes the task",
-        )
-    return model, True
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """Enqueue `task` with `payload` (JSON text) at every slot of `cron`, once per slot.
+
+    Each slot fires once however many runners hold the schedule (see `sqlatasks.scheduler`);
+    only the latest slot at or before the database's `now()` is ever fired, so a schedule whose
+    runners were down catches up on that one slot, never on a burst of missed ones.
+    """
+
+    name: str
+    task: Task[Any]
+    cron: str
+    payload: str
+
+    def latest_slot(self, now: datetime) -> datetime:
+        """The last slot at or before `now` (UTC)."""
+        return cronexpr.latest_slot(self.cron, now)
+
+    def next_slot(self, now: datetime) -> datetime:
+        """The first slot after `now` (UTC)."""
+        return cronexpr.next_slot(self.cron, now)
 
 
-def _cron_payload(label: str, cron: str, model: type[pydantic.BaseModel]) -> str:
-    """The payload of every run of a cron task (its model's defaults) as JSON text."""
-    problem = schedules.cron_problem(cron)
-    required = schedules.fields_without_defaults(model)
-    if problem is None and required:
-        problem = (
-            f"a cron task is enqueued with its payload's defaults, but {model.__name__} has "
-            f"fields without one ({', '.join(required)}); give them defaults, or use "
-            "periodic(fn, cron=..., payload=...)"
-        )
+def periodic(
+    fn: Task[PayloadT],
+    *,
+    cron: str,
+    payload: PayloadT | Mapping[str, Any] | None = None,
+    name: str | None = None,
+) -> Schedule:
+    """Enqueue `fn(payload)` at every slot of `cron` (five fields, UTC), once per slot.
+
+    `payload` defaults to the payload model built from its field defaults. `name` (default:
+    the task's name) identifies the schedule in the database; give each schedule of one task
+    its own. Every problem (a bad expression, an invalid payload, a name taken by a different
+    schedule) is raised here, at import, as ScheduleError or PayloadError.
+    """
+    if not isinstance(fn, Task):
+        raise TypeError(f"periodic() takes a @task, not {fn!r}")
+    label = name if name is not None else fn.name
+    problem = cronexpr.cron_problem(cron)
     if problem:
-        raise errors.TaskDefinitionError(function=label, problem=problem)
-    try:
-        return model().model_dump_json()
-    except (pydantic.ValidationError, pydantic_core.PydanticSerializationError) as exc:
-        raise errors.TaskDefinitionError(
-            function=label, problem=f"its payload's defaults do not validate ({exc})"
-        ) from exc
-
-
-def _check_options(
-    label: str,
-    queue: str,
-    priority: int,
-    timeout: float | None,
-    retry_delay: float | None,
-    max_attempts: int | None,
-) -> None:
-    problem = None
-    if not queue:
-        problem = "queue must be a non-empty string"
-    elif priority not in PRIORITY_RANGE:
-        problem = f"priority must be an integer in [{PRIORITY_RANGE.start}, 32767]"
-    elif timeout is not None and not (timeout > 0 and math.isfinite(timeout)):
-        problem = "timeout must be a positive number of seconds"
-    elif retry_delay is not None and not (retry_delay >= 0 and math.isfinite(retry_delay)):
-        problem = "retry_delay must be zero or a positive number of seconds"
-    elif max_attempts is not None and max_attempts < 1:
-        problem = "max_attempts must be at least 1 (or None for unlimited)"
-    if problem:
-        raise errors.TaskDefinitionError(function=label, problem=problem)
-
-
-def _check_backoff(label: str, backoff: str, retry_delay_max: float) -> None:
-    if backoff not in ("fixed", "exponential"):
-        raise errors.TaskDefinitionError(
-            function=label, problem=f"backoff must be 'fixed' or 'exponential', not {backoff!r}"
-        )
-    if not (retry_delay_max >= 0 and math.isfinite(retry_delay_max)):
-        raise errors.TaskDefinitionError(
-            function=label, problem="retry_delay_max must be zero or a positive number of seconds"
-        )
+        raise errors.ScheduleError(name=label, problem=problem)
+    if payload is None:
+        if definition.fields_without_defaults(fn.model):
+            raise errors.ScheduleError(
+                name=label,
+                problem=f"{fn.model.__name__} has fields without defaults: pass payload=",
+            )
+        payload = fn.model()
+    schedule = Schedule(name=label, task=fn, cron=cron, payload=fn.dump(payload))
+    registry.add_schedule(schedule)
+    return schedule

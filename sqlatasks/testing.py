@@ -24,7 +24,7 @@ from typing import TypeVar
 import pydantic
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from sqlatasks import completer, execution, queries, tasks, transactions
+from sqlatasks import attempts, completer, execution, registry, tasks, transactions
 from sqlatasks.execution import (
     Committed,
     Completed,
@@ -35,6 +35,8 @@ from sqlatasks.execution import (
     Released,
     Snoozed,
 )
+from sqlatasks.rows import ClaimedTask
+from sqlatasks.sql import claim, operator
 
 __all__ = [
     "Committed",
@@ -71,24 +73,27 @@ async def run_pending(
     """
     await session.flush()
     conn = await session.connection()
+    # The runner's rules: a task's own timeout beats `task_timeout`, and the lease outlasts
+    # the longest (here there is no supervisor; the lease only has to outlast the run).
     limits = Limits(
         task_timeout=task_timeout,
         retry_delay=retry_delay,
-        timeout_cap=task_timeout,
+        timeout_cap=registry.longest_timeout(task_timeout),
         allowed_imports=(),
     )
+    lease = attempts.lease_seconds(limits.timeout_cap, check_interval=1.0)
     worker_id = f"sqlatasks.testing:{uuid.uuid4().hex[:8]}"
 
-    async def in_savepoint(claimed: queries.ClaimedTask, work: transactions.Work) -> bool:
+    async def in_savepoint(claimed: ClaimedTask, work: transactions.Work) -> bool:
         return await transactions.run(conn, await conn.begin_nested(), claimed, work)
 
     outcomes: list[Outcome] = []
     for _ in range(max_rounds):
-        claimed = await queries.task_claim(
+        claimed = await claim.task_claim(
             conn,
             queues=(),
             limit=BATCH,
-            lease_seconds=task_timeout + 60,
+            lease_seconds=lease,
             worker_id=worker_id,
             token=uuid.uuid4(),
         )
@@ -104,4 +109,4 @@ async def enqueued(session: AsyncSession, fn: tasks.Task[PayloadT]) -> list[Payl
     """The payloads of `fn`'s live (not parked) tasks, in the order a worker would claim them."""
     await session.flush()
     conn = await session.connection()
-    return [fn.load(text) for text in await queries.task_payloads(conn, fn.name)]
+    return [fn.load(text) for text in await operator.task_payloads(conn, fn.name)]

@@ -22,8 +22,8 @@ import anyio
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, AsyncTransaction
 
-from sqlatasks import queries
-from sqlatasks.queries import ClaimedTask
+from sqlatasks.rows import ClaimedTask
+from sqlatasks.sql import outcomes as sql
 
 Work = Callable[[AsyncSession], Awaitable[object]]
 RunInTransaction = Callable[[ClaimedTask, Work], Awaitable[bool]]
@@ -55,7 +55,7 @@ async def run(
         # Shielded: a COMMIT that is sent must be answered. Cancelled half-way (a deadline, an
         # operator's cancel, shutdown), the connection would be left in doubt.
         with anyio.CancelScope(shield=True), anyio.fail_after(FINISH_TIMEOUT):
-            ours = await queries.task_finish(conn, claimed.id, claimed.lease_token)
+            ours = await sql.task_finish(conn, claimed.id, claimed.lease_token)
             if ours:
                 await transaction.commit()
             else:

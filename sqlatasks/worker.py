@@ -19,20 +19,22 @@ import signal
 import socket
 import time
 import uuid
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Literal
 
 import anyio
 from anyio.abc import TaskStatus
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from sqlatasks import listener, registry, scheduler, schedules, transactions
+from sqlatasks import attempts, listener, registry, scheduler, transactions
 from sqlatasks.completer import Completer
 from sqlatasks.dispatcher import ClaimPolicy, Dispatcher
 from sqlatasks.execution import Limits
 from sqlatasks.models import CANCEL_CHANNEL, NOTIFY_CHANNEL
 from sqlatasks.settings import Settings
+from sqlatasks.tasks import Schedule
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +50,7 @@ COMPLETER_GRACE = 10.0
 _used = False
 
 
-def worker_main(settings: Settings, slot: int, heartbeat: str, log_path: str) -> WorkerExit:
+def worker_main(settings: Settings, index: int, heartbeat: str, log_path: str) -> WorkerExit:
     """Run one worker until it is told to stop, in a fresh worker process.
 
     anyio hands a process back to its pool when the function returns, module globals and
@@ -65,27 +67,59 @@ def worker_main(settings: Settings, slot: int, heartbeat: str, log_path: str) ->
         handler = logging.StreamHandler(log_stream)
         handler.setFormatter(
             logging.Formatter(
-                f"%(asctime)s %(levelname)s worker-{slot}[{os.getpid()}] %(name)s: %(message)s"
+                f"%(asctime)s %(levelname)s worker-{index}[{os.getpid()}] %(name)s: %(message)s"
             )
         )
         root = logging.getLogger()
         root.handlers = [handler]
         root.setLevel(settings.log_level)
         try:
-            return anyio.run(_run, settings, slot, Path(heartbeat))
+            return anyio.run(_run, settings, index, Path(heartbeat))
         finally:
             root.handlers = []
 
 
-async def _run(settings: Settings, slot: int, heartbeat: Path) -> WorkerExit:
+@dataclass(frozen=True, slots=True)
+class Parts:
+    """What one worker is made of; `serve` runs them, `close` releases their connections."""
+
+    worker_id: str
+    engine: AsyncEngine
+    task_engine: AsyncEngine
+    completer: Completer
+    dispatcher: Dispatcher
+    schedules: list[Schedule]
+
+    async def close(self) -> None:
+        with anyio.CancelScope(shield=True):
+            await self.engine.dispose()
+            await self.task_engine.dispose()
+
+
+async def _run(settings: Settings, index: int, heartbeat: Path) -> WorkerExit:
     registry.import_modules(settings.imports)
+    parts = build(settings, index)
+    try:
+        await serve(parts, settings, heartbeat)
+    finally:
+        await parts.close()
+    reason: WorkerExit = "drained"
+    if parts.dispatcher.stop_reason == "orphaned":
+        reason = "orphaned"
+    elif parts.dispatcher.stop_reason is not None:
+        reason = "stopped"
+    log.info("exited (%s)", reason)
+    return reason
+
+
+def build(settings: Settings, index: int) -> Parts:
+    """The worker's parts, wired to each other; nothing connects until they are served."""
     # The random part keeps ids unique across containers that share a hostname and pids.
-    worker_id = f"{socket.gethostname()}:{os.getpid()}:{slot}:{uuid.uuid4().hex[:8]}"
-    longest = max([settings.task_timeout, *(t.timeout or 0 for t in registry.all_tasks())])
+    worker_id = f"{socket.gethostname()}:{os.getpid()}:{index}:{uuid.uuid4().hex[:8]}"
     limits = Limits(
         task_timeout=settings.task_timeout,
         retry_delay=settings.retry_delay,
-        timeout_cap=longest,
+        timeout_cap=registry.longest_timeout(settings.task_timeout),
         allowed_imports=settings.imports,
     )
     policy = ClaimPolicy(
@@ -93,14 +127,28 @@ async def _run(settings: Settings, slot: int, heartbeat: Path) -> WorkerExit:
         concurrency=settings.concurrency,
         queues=settings.queue_names,
         queue_caps=settings.queue_caps,
-        lease_seconds=settings.lease_seconds(longest),
+        check_interval=settings.check_interval,
         idle_sleep=settings.idle_sleep,
         shutdown_timeout=settings.shutdown_timeout,
         burst=settings.burst,
     )
     # One scheduler per runner is enough: the database dedupes slots across runners, so more
     # would only add connections and ticks. Worker 0, because every runner has one.
-    periodic = schedules.all_schedules() if slot == 0 else []
+    schedules = registry.all_schedules() if index == 0 else []
+    engine, task_engine = _engines(settings, worker_id, with_scheduler=bool(schedules))
+    completer = Completer(
+        engine, name=f"sqlatasks completer {worker_id}", give_up_after_close=COMPLETER_GRACE
+    )
+    dispatcher = Dispatcher(
+        engine, completer, policy, limits, transactions.TaskConnections(task_engine)
+    )
+    return Parts(worker_id, engine, task_engine, completer, dispatcher, schedules)
+
+
+def _engines(
+    settings: Settings, worker_id: str, *, with_scheduler: bool
+) -> tuple[AsyncEngine, AsyncEngine]:
+    """The pool for claims, outcomes and schedules; the pool for session tasks."""
     # Connections: the dispatcher's and the completer's (and the scheduler's), held; one spare
     # while a broken one is replaced (the listener has its own).
     # AUTOCOMMIT: every statement here stands alone (a claim, an ack batch), so an explicit
@@ -111,7 +159,7 @@ async def _run(settings: Settings, slot: int, heartbeat: Path) -> WorkerExit:
     # That is at-least-once, as promised; enqueues keep the application's own setting.
     engine = create_async_engine(
         settings.database_url,
-        pool_size=3 if periodic else 2,
+        pool_size=3 if with_scheduler else 2,
         max_overflow=1,
         isolation_level="AUTOCOMMIT",
         connect_args={
@@ -132,61 +180,47 @@ async def _run(settings: Settings, slot: int, heartbeat: Path) -> WorkerExit:
         pool_pre_ping=True,
         connect_args={"server_settings": {"application_name": f"sqlatasks tasks {worker_id}"}},
     )
-    completer = Completer(
-        engine, name=f"sqlatasks completer {worker_id}", give_up_after_close=COMPLETER_GRACE
-    )
-    dispatcher = Dispatcher(
-        engine, completer, policy, limits, transactions.TaskConnections(task_engine)
-    )
-    try:
-        async with anyio.create_task_group() as services:
-            await services.start(_watch_signals, dispatcher)
+    return engine, task_engine
+
+
+async def serve(parts: Parts, settings: Settings, heartbeat: Path) -> None:
+    """Run the parts in one task group until the dispatcher returns (stopped or drained)."""
+    dispatcher, worker_id = parts.dispatcher, parts.worker_id
+    async with anyio.create_task_group() as services:
+        await services.start(_watch_signals, dispatcher)
+        services.start_soon(_heartbeat, heartbeat, worker_id, settings.check_interval, dispatcher)
+        if settings.notify:
+            channels = {
+                NOTIFY_CHANNEL: lambda _payload: dispatcher.wake(),
+                CANCEL_CHANNEL: dispatcher.cancel_running,
+            }
             services.start_soon(
-                _heartbeat, heartbeat, worker_id, settings.check_interval, dispatcher
+                partial(
+                    listener.listen,
+                    settings.database_url,
+                    channels,
+                    on_connect=dispatcher.wake,
+                    name=f"sqlatasks listener {worker_id}",
+                )
             )
-            if settings.notify:
-                channels = {
-                    NOTIFY_CHANNEL: lambda _payload: dispatcher.wake(),
-                    CANCEL_CHANNEL: dispatcher.cancel_running,
-                }
-                services.start_soon(
-                    partial(
-                        listener.listen,
-                        settings.database_url,
-                        channels,
-                        on_connect=dispatcher.wake,
-                        name=f"sqlatasks listener {worker_id}",
-                    )
+        if parts.schedules:
+            services.start_soon(
+                partial(
+                    scheduler.run,
+                    parts.engine,
+                    parts.schedules,
+                    check_interval=settings.check_interval,
+                    name=f"sqlatasks scheduler {worker_id}",
                 )
-            if periodic:
-                services.start_soon(
-                    partial(
-                        scheduler.run,
-                        engine,
-                        periodic,
-                        check_interval=settings.check_interval,
-                        name=f"sqlatasks scheduler {worker_id}",
-                    )
-                )
-            log.info("started: %s, %d slots", worker_id, settings.concurrency)
-            async with anyio.create_task_group() as core:
-                core.start_soon(completer.run)
-                try:
-                    await dispatcher.run()
-                finally:
-                    completer.close()
-            services.cancel_scope.cancel()
-    finally:
-        with anyio.CancelScope(shield=True):
-            await engine.dispose()
-            await task_engine.dispose()
-    reason: WorkerExit = "drained"
-    if dispatcher.stop_reason == "orphaned":
-        reason = "orphaned"
-    elif dispatcher.stop_reason is not None:
-        reason = "stopped"
-    log.info("exited (%s)", reason)
-    return reason
+            )
+        log.info("started: %s, concurrency %d", worker_id, settings.concurrency)
+        async with anyio.create_task_group() as core:
+            core.start_soon(parts.completer.run)
+            try:
+                await dispatcher.run()
+            finally:
+                parts.completer.close()
+        services.cancel_scope.cancel()
 
 
 async def _watch_signals(
@@ -225,7 +259,7 @@ async def _heartbeat(
             log.warning("the supervisor is gone: stopping")
             dispatcher.stop("orphaned")
             return
-        stuck = dispatcher.overdue(grace=check_interval)
+        stuck = dispatcher.overdue(grace=attempts.overdue_grace(check_interval))
         if stuck:
             log.error(
                 "task %d %s ignores its cancellation past its time limit: stopping the "
@@ -236,7 +270,7 @@ async def _heartbeat(
             return
         with contextlib.suppress(OSError):  # a missed beat is the supervisor's call to judge
             _beat(path, worker_id)
-        await anyio.sleep(min(1.0, check_interval / 4))
+        await anyio.sleep(attempts.heartbeat_period(check_interval))
 
 
 def _beat(path: Path, worker_id: str) -> None:

@@ -4,13 +4,14 @@ process (SQLATASKS_TEST_LEDGER directory): evidence that lives outside the queue
 from __future__ import annotations
 
 import os
+import signal
 import time
 from pathlib import Path
 
 import anyio
 from pydantic import BaseModel
 
-from sqlatasks import Retry, task
+from sqlatasks import Snooze, task
 
 
 class Job(BaseModel):
@@ -105,7 +106,7 @@ async def not_yet(data: Job) -> None:
     """Asks to run again in 0.5 s the first time (not a failure), then finishes."""
     _ledger("start", data)
     if _first_time("snoozed", data):
-        raise Retry(after=0.5)
+        raise Snooze(after=0.5)
     _ledger("end", data)
 
 
@@ -124,3 +125,18 @@ async def until_released(data: Job) -> None:
 async def fail_once_now(data: Job) -> None:
     """Fails the first time and is due again at once."""
     _fail_first_time(data)
+
+
+@task(retry_delay=0.2)
+async def dies_once(data: Job) -> None:
+    """Kills its own worker on the first execution for each key (a segfault, an OOM kill)."""
+    _ledger("start", data)
+    if _first_time("died", data):
+        os.kill(os.getpid(), signal.SIGKILL)
+    _ledger("end", data)
+
+
+@task(timeout=5, retry_delay=60)
+async def takes_its_time(data: Job) -> None:
+    """Longer than a 1 s --task-timeout, well within its own 5 s."""
+    await anyio.sleep(data.sleep)

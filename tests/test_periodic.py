@@ -17,14 +17,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from sqlatasks import (
     PayloadError,
+    Schedule,
     ScheduleError,
     TaskDefinitionError,
     periodic,
-    queries,
+    registry,
     scheduler,
-    schedules,
     task,
 )
+from sqlatasks.sql import periodic as sql_periodic
 from tests import periodic_tasks
 from tests.processes import Runner, ledger_entries, wait_for_entries
 
@@ -98,7 +99,7 @@ def test_periodic_registers_the_payload_and_refuses_a_taken_name() -> None:
     made = periodic(needs_input, cron="15 3 * * *", payload=Required(n=3), name="nightly-3")
     assert made.payload == '{"n":3,"label":"x"}'
     assert made.task is needs_input
-    assert made in schedules.all_schedules()
+    assert made in registry.all_schedules()
     assert periodic(needs_input, cron="15 3 * * *", payload={"n": 3}, name="nightly-3") == made
     with pytest.raises(ScheduleError, match="another schedule has this name"):
         periodic(needs_input, cron="15 3 * * *", payload=Required(n=4), name="nightly-3")
@@ -107,13 +108,13 @@ def test_periodic_registers_the_payload_and_refuses_a_taken_name() -> None:
 
 
 def test_a_cron_task_is_scheduled_with_its_defaults() -> None:
-    found = [s for s in schedules.all_schedules() if s.name == BEAT]
+    found = [s for s in registry.all_schedules() if s.name == BEAT]
     assert len(found) == 1
     assert (found[0].cron, found[0].payload) == (YEARLY, '{"key":1}')
 
 
 def test_slots_are_utc_and_the_latest_includes_now() -> None:
-    every5 = schedules.Schedule("s", counted, "*/5 * * * *", "{}")
+    every5 = Schedule("s", counted, "*/5 * * * *", "{}")
     at = datetime(2026, 3, 1, 10, 5, tzinfo=UTC)
     assert every5.latest_slot(at) == at
     assert every5.next_slot(at) == at + timedelta(minutes=5)
@@ -122,7 +123,7 @@ def test_slots_are_utc_and_the_latest_includes_now() -> None:
     assert every5.next_slot(just_before) == at
     elsewhere = datetime(2026, 3, 1, 12, 7, tzinfo=UTC).astimezone(timezone_plus_2())
     assert every5.latest_slot(elsewhere) == datetime(2026, 3, 1, 12, 5, tzinfo=UTC)
-    nightly = schedules.Schedule("n", counted, "30 2 * * *", "{}")
+    nightly = Schedule("n", counted, "30 2 * * *", "{}")
     assert nightly.latest_slot(at) == datetime(2026, 3, 1, 2, 30, tzinfo=UTC)
     assert nightly.next_slot(at) == datetime(2026, 3, 2, 2, 30, tzinfo=UTC)
 
@@ -136,8 +137,8 @@ def timezone_plus_2() -> Any:
 # --- the scheduler's tick against a real PostgreSQL ---
 
 
-def yearly(name: str = "yearly", payload: str = '{"n":9}') -> schedules.Schedule:
-    return schedules.Schedule(name, counted, YEARLY, payload)
+def yearly(name: str = "yearly", payload: str = '{"n":9}') -> Schedule:
+    return Schedule(name, counted, YEARLY, payload)
 
 
 async def row(conn: AsyncConnection, name: str) -> Any:
@@ -187,7 +188,7 @@ async def test_a_changed_cron_is_seated_anew_without_firing(engine: AsyncEngine)
         await scheduler.tick(conn, [yearly()], check_interval=1.0)
         await back_date(conn, "yearly", years=2)
         await conn.commit()
-        monthly = schedules.Schedule("yearly", counted, "0 0 1 * *", "{}")
+        monthly = Schedule("yearly", counted, "0 0 1 * *", "{}")
         await scheduler.tick(conn, [monthly], check_interval=1.0)
         now = (await conn.execute(text("SELECT now()"))).scalar_one()
         assert (await row(conn, "yearly")) == ("0 0 1 * *", monthly.latest_slot(now))
@@ -204,7 +205,7 @@ async def test_racing_firers_enqueue_one_task_per_slot(engine: AsyncEngine) -> N
         slot = await this_years_slot(setup)
 
     async def fire(conn: AsyncConnection) -> int | None:
-        return await queries.periodic_fire(
+        return await sql_periodic.periodic_fire(
             conn,
             name="yearly",
             cron=YEARLY,

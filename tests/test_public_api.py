@@ -4,10 +4,12 @@ import sqlatasks
 def test_all_is_the_public_api_sorted() -> None:
     assert sqlatasks.__all__ == [
         "ConfigurationError",
+        "InvalidOption",
         "PayloadError",
         "QueuedTask",
-        "Retry",
+        "Schedule",
         "ScheduleError",
+        "Snooze",
         "SqlatasksError",
         "Task",
         "TaskDefinitionError",

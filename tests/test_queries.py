@@ -7,7 +7,9 @@ import uuid
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from sqlatasks import enqueue, queries
+from sqlatasks import enqueue, rows
+from sqlatasks.sql import claim as sql_claim
+from sqlatasks.sql import outcomes
 from tests.tasks_for_tests import Greeting, greet
 
 
@@ -17,9 +19,9 @@ async def test_a_lost_claim_is_given_back_by_its_token(session: AsyncSession) ->
     conn = await session.connection()
     lost, kept = uuid.uuid4(), uuid.uuid4()
     claim = {"queues": (), "lease_seconds": 60, "worker_id": "w"}
-    assert len(await queries.task_claim(conn, limit=2, token=lost, **claim)) == 2
-    assert len(await queries.task_claim(conn, limit=5, token=kept, **claim)) == 1
-    assert await queries.task_unclaim(conn, [lost, uuid.uuid4()]) == 2
+    assert len(await sql_claim.task_claim(conn, limit=2, token=lost, **claim)) == 2
+    assert len(await sql_claim.task_claim(conn, limit=5, token=kept, **claim)) == 1
+    assert await sql_claim.claim_undo(conn, [lost, uuid.uuid4()]) == 2
     rows = (
         await conn.execute(
             text("SELECT lease_token, attempts, locked_until IS NULL FROM sqlatasks_tasks")
@@ -35,14 +37,14 @@ async def test_writes_naming_an_old_token_change_nothing(session: AsyncSession) 
     await session.flush()
     conn = await session.connection()
     claim = {"queues": (), "limit": 1, "lease_seconds": 60, "worker_id": "w"}
-    (first,) = await queries.task_claim(conn, token=uuid.uuid4(), **claim)
+    (first,) = await sql_claim.task_claim(conn, token=uuid.uuid4(), **claim)
     await conn.execute(text("UPDATE sqlatasks_tasks SET locked_until = now() - interval '1s'"))
-    (second,) = await queries.task_claim(conn, token=uuid.uuid4(), **claim)
+    (second,) = await sql_claim.task_claim(conn, token=uuid.uuid4(), **claim)
     assert (first.id, second.attempts) == (second.id, 2)
     old = [(first.id, first.lease_token)]
-    assert await queries.task_ack(conn, old) == 0
-    assert await queries.task_release(conn, old) == 0
-    failure = queries.Failure(first.id, first.lease_token, "late", 1.0)
-    assert await queries.task_fail(conn, [failure]) == 0
-    assert await queries.task_snooze(conn, [(first.id, first.lease_token, 1.0)]) == 0
-    assert await queries.task_ack(conn, [(second.id, second.lease_token)]) == 1
+    assert await outcomes.task_ack(conn, old) == 0
+    assert await outcomes.task_release(conn, old) == 0
+    failure = rows.Failure(first.id, first.lease_token, "late", 1.0)
+    assert await outcomes.task_fail(conn, [failure]) == 0
+    assert await outcomes.task_snooze(conn, [(first.id, first.lease_token, 1.0)]) == 0
+    assert await outcomes.task_ack(conn, [(second.id, second.lease_token)]) == 1

@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from sqlatasks import ConfigurationError, enqueue, queries
+from sqlatasks import ConfigurationError, enqueue
 from sqlatasks.settings import Settings
+from sqlatasks.sql import claim
 from tests import runner_tasks
 from tests.processes import Runner, ledger_entries, peak_concurrency, wait_for_entries
 
@@ -96,7 +97,7 @@ async def test_the_claim_is_one_ordered_index_scan_whatever_the_queues(
     session: AsyncSession,
 ) -> None:
     for queues in [(), ("mail",), ("a", "b", "c", "d", "e")]:
-        plan = await queries.task_claim_plan(await session.connection(), queues=queues)
+        plan = await claim.task_claim_plan(await session.connection(), queues=queues)
         assert "Index Scan using sqlatasks_tasks_claim_idx" in plan, plan
         assert plan.count("Index Scan") == 2, plan  # the claim index, and the pkey join
         assert "Sort" not in plan, plan

@@ -138,32 +138,3 @@ def test_something_that_is_no_model_is_refused() -> None:
     with pytest.raises(PayloadError, match="or a mapping, got NotAModel"):
         greet.dump(NotAModel())  # type: ignore[arg-type]
     assert not isinstance(NotAModel(), BaseModel)
-
-
-def test_retry_delays_fixed_and_exponential_with_jitter_and_cap() -> None:
-    async def flaky(data: Greeting) -> None: ...
-
-    fixed = task(name="backoff.fixed", retry_delay=3)(flaky)
-    assert [fixed.retry_in(n, 10) for n in (1, 2, 5)] == [3, 3, 3]
-    default = task(name="backoff.default")(flaky)
-    assert default.retry_in(4, 10) == 10  # the runner's --retry-delay
-    grows = task(name="backoff.exp", retry_delay=2, backoff="exponential", retry_delay_max=20)(
-        flaky
-    )
-    for attempt, full in [(1, 2), (2, 4), (3, 8), (4, 16), (5, 20), (40, 20)]:
-        delays = {grows.retry_in(attempt, 10) for _ in range(50)}
-        assert all(full / 2 <= d <= full for d in delays), (attempt, delays)
-        assert len(delays) > 1  # jittered
-    with pytest.raises(TaskDefinitionError, match="backoff must be 'fixed' or 'exponential'"):
-        task(name="backoff.bad", backoff="linear")(flaky)  # type: ignore[call-overload]
-
-
-def test_retry_takes_seconds_or_a_timedelta() -> None:
-    from datetime import timedelta
-
-    from sqlatasks import Retry
-
-    assert Retry(after=timedelta(minutes=1)).after == 60
-    assert Retry(2.5).after == 2.5
-    with pytest.raises(ValueError, match="zero or a positive"):
-        Retry(after=-1)

@@ -21,7 +21,9 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from examples.app import Order
-from sqlatasks import QueuedTask, enqueue, enqueue_many, operations, queries
+from sqlatasks import QueuedTask, enqueue, enqueue_many, operations
+from sqlatasks.rows import Failure
+from sqlatasks.sql import claim, outcomes
 from tests import runner_tasks
 from tests.conftest import count_tasks
 from tests.processes import Runner, ledger_entries, wait_for_entries, wait_for_tasks
@@ -267,15 +269,15 @@ async def park(session: AsyncSession, task_id: int) -> None:
     """Claim and fail `task_id` for good, by the runner's own statements."""
     conn = await session.connection()
     token = uuid.uuid4()
-    claimed = await queries.task_claim(
+    claimed = await claim.task_claim(
         conn, queues=[], limit=100, lease_seconds=60, worker_id="test", token=token
     )
     assert task_id in [c.id for c in claimed]
     others = [(c.id, token) for c in claimed if c.id != task_id]
     if others:
-        await queries.task_release(conn, others)
-    failure = queries.Failure(id=task_id, lease_token=token, error="boom", retry_in=None)
-    assert await queries.task_fail(conn, [failure]) == 1
+        await outcomes.task_release(conn, others)
+    failure = Failure(id=task_id, lease_token=token, error="boom", retry_in=None)
+    assert await outcomes.task_fail(conn, [failure]) == 1
 
 
 async def test_a_parked_task_frees_its_key(session: AsyncSession) -> None:
@@ -319,7 +321,7 @@ async def test_the_claim_plan_ignores_the_unique_index(session: AsyncSession) ->
     for n in range(50):
         await add(session, f"t{n}", unique_key=f"k{n}")
     await session.execute(text("ANALYZE sqlatasks_tasks"))
-    plan = await queries.task_claim_plan(await session.connection(), queues=[])
+    plan = await claim.task_claim_plan(await session.connection(), queues=[])
     assert "sqlatasks_tasks_claim_idx" in plan, plan
     assert "unique_key_idx" not in plan, plan
 

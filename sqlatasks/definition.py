@@ -1,0 +1,190 @@
+"""What makes a function a task, and the checks of the options `@task` and `enqueue()` share.
+
+Each `*_problem` function returns why a value is refused, or None; `@task` raises the problem
+as TaskDefinitionError (at import), `enqueue()` as InvalidOption (at the call). The rest raise
+TaskDefinitionError themselves, naming the function.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import typing
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pydantic
+import pydantic_core
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from sqlatasks import cron, errors
+
+AnyFunction = Callable[..., Awaitable[Any]]
+
+PRIORITY_RANGE = range(-32768, 32768)
+"""The priority column is a smallint."""
+DEFAULT_QUEUE = "default"
+
+
+def queue_problem(queue: object) -> str | None:
+    if not isinstance(queue, str) or not queue:
+        return f"queue must be a non-empty string, not {queue!r}"
+    return None
+
+
+def priority_problem(priority: object) -> str | None:
+    if (
+        not isinstance(priority, int)
+        or isinstance(priority, bool)
+        or priority not in PRIORITY_RANGE
+    ):
+        return (
+            f"priority must be an integer in [{PRIORITY_RANGE.start}, {PRIORITY_RANGE.stop - 1}], "
+            f"not {priority!r}"
+        )
+    return None
+
+
+def seconds_problem(name: str, value: object, *, zero_ok: bool) -> str | None:
+    """`value` must be a finite number of seconds, positive (or zero when `zero_ok`)."""
+    ok = (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and (value >= 0 if zero_ok else value > 0)
+    )
+    if ok:
+        return None
+    what = "zero or a positive" if zero_ok else "a positive"
+    return f"{name} must be {what} number of seconds, not {value!r}"
+
+
+def max_attempts_problem(max_attempts: object) -> str | None:
+    if max_attempts is None:
+        return None
+    if not isinstance(max_attempts, int) or isinstance(max_attempts, bool) or max_attempts < 1:
+        return f"max_attempts must be at least 1 (or None for unlimited), not {max_attempts!r}"
+    return None
+
+
+def default_name(label: str, fn: AnyFunction) -> str:
+    module, qualname = fn.__module__, fn.__qualname__
+    if module in {"__main__", "__mp_main__"}:
+        raise errors.TaskDefinitionError(
+            function=label,
+            problem="it is defined in __main__, which workers cannot import; "
+            "move it into an importable module (or pass name= and import that module)",
+        )
+    if "<locals>" in qualname:
+        raise errors.TaskDefinitionError(
+            function=label,
+            problem="it is defined inside another function; define tasks at module level",
+        )
+    return f"{module}:{qualname}"
+
+
+def parameters(label: str, fn: AnyFunction) -> tuple[type[pydantic.BaseModel], bool]:
+    """The payload model, and whether the function takes a session second."""
+    if not inspect.iscoroutinefunction(fn):
+        raise errors.TaskDefinitionError(function=label, problem="a task must be an `async def`")
+    parameters = list(inspect.signature(fn).parameters.values())
+    positional = [
+        p
+        for p in parameters
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
+    ]
+    required_other = [p for p in parameters if p.default is p.empty and p not in positional[:2]]
+    if not positional or required_other:
+        raise errors.TaskDefinitionError(
+            function=label,
+            problem="a task takes one required argument, its pydantic payload, and optionally "
+            f"a second one annotated AsyncSession (found {[p.name for p in parameters]})",
+        )
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception as exc:
+        raise errors.TaskDefinitionError(
+            function=label, problem=f"its annotations cannot be resolved ({exc})"
+        ) from exc
+    model = hints.get(positional[0].name)
+    if model is None:
+        raise errors.TaskDefinitionError(
+            function=label,
+            problem=f"annotate {positional[0].name!r} with the pydantic model of the payload",
+        )
+    if not (isinstance(model, type) and issubclass(model, pydantic.BaseModel)):
+        raise errors.TaskDefinitionError(
+            function=label,
+            problem=f"the payload annotation must be a pydantic BaseModel subclass, not {model!r}",
+        )
+    if len(positional) == 1:
+        return model, False
+    second = hints.get(positional[1].name)
+    # The annotation, not the name, says what the runner must pass: a second parameter of any
+    # other type is a mistake to report now, not at the first execution.
+    if second is not AsyncSession:  # a subclass would promise methods a plain session lacks
+        raise errors.TaskDefinitionError(
+            function=label,
+            problem=f"a task's second parameter must be annotated AsyncSession "
+            f"(sqlalchemy.ext.asyncio), not {second!r}; it receives the session whose "
+            f"transaction also completes the task",
+        )
+    return model, True
+
+
+def cron_payload(label: str, expression: str, model: type[pydantic.BaseModel]) -> str:
+    """The payload of every run of a cron task (its model's defaults) as JSON text."""
+    problem = cron.cron_problem(expression)
+    required = fields_without_defaults(model)
+    if problem is None and required:
+        problem = (
+            f"a cron task is enqueued with its payload's defaults, but {model.__name__} has "
+            f"fields without one ({', '.join(required)}); give them defaults, or use "
+            "periodic(fn, cron=..., payload=...)"
+        )
+    if problem:
+        raise errors.TaskDefinitionError(function=label, problem=problem)
+    try:
+        return model().model_dump_json()
+    except (pydantic.ValidationError, pydantic_core.PydanticSerializationError) as exc:
+        raise errors.TaskDefinitionError(
+            function=label, problem=f"its payload's defaults do not validate ({exc})"
+        ) from exc
+
+
+def check_options(
+    label: str,
+    queue: str,
+    priority: int,
+    timeout: float | None,
+    retry_delay: float | None,
+    max_attempts: int | None,
+) -> None:
+    problem = (
+        queue_problem(queue)
+        or priority_problem(priority)
+        or (None if timeout is None else seconds_problem("timeout", timeout, zero_ok=False))
+        or (
+            None
+            if retry_delay is None
+            else seconds_problem("retry_delay", retry_delay, zero_ok=True)
+        )
+        or max_attempts_problem(max_attempts)
+    )
+    if problem:
+        raise errors.TaskDefinitionError(function=label, problem=problem)
+
+
+def check_backoff(label: str, backoff: str, retry_delay_max: float) -> None:
+    if backoff not in ("fixed", "exponential"):
+        raise errors.TaskDefinitionError(
+            function=label, problem=f"backoff must be 'fixed' or 'exponential', not {backoff!r}"
+        )
+    problem = seconds_problem("retry_delay_max", retry_delay_max, zero_ok=True)
+    if problem:
+        raise errors.TaskDefinitionError(function=label, problem=problem)
+
+
+def fields_without_defaults(model: type[pydantic.BaseModel]) -> list[str]:
+    """The fields a payload built from its defaults would lack: empty for a cron payload."""
+    return [name for name, field in model.model_fields.items() if field.is_required()]

@@ -1,0 +1,140 @@
+"""The operator's statements: look at the queue, deal with parked tasks, cancel a task.
+
+Each runs in the caller's transaction; nothing here commits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from sqlatasks import rows
+from sqlatasks.models import CANCEL_CHANNEL, TABLE_NAME
+
+_LIST = text(f"""
+-- one task's live payloads, in claim order (sqlatasks.testing.enqueued)
+SELECT payload::text FROM {TABLE_NAME}
+WHERE task_name = :name AND failed_at IS NULL
+ORDER BY priority DESC, scheduled_at, id
+""")
+
+
+async def task_payloads(conn: AsyncConnection, task_name: str) -> list[str]:
+    """Payloads (JSON text) of the live tasks named `task_name`, in claim order."""
+    return list((await conn.execute(_LIST, {"name": task_name})).scalars())
+
+
+_STATS = text(f"""
+-- per queue, tasks by state (a full scan: the table holds live work only)
+SELECT queue,
+       count(*) FILTER (WHERE failed_at IS NULL AND scheduled_at <= now()
+                        AND (locked_until IS NULL OR locked_until < now())) AS due,
+       count(*) FILTER (WHERE failed_at IS NULL AND scheduled_at > now()
+                        AND locked_until IS NULL) AS scheduled,
+       count(*) FILTER (WHERE failed_at IS NULL AND locked_until >= now()) AS running,
+       count(*) FILTER (WHERE failed_at IS NOT NULL) AS failed,
+       extract(epoch FROM now() - min(scheduled_at) FILTER (
+           WHERE failed_at IS NULL AND scheduled_at <= now()
+             AND (locked_until IS NULL OR locked_until < now())))::float8 AS oldest_due_seconds
+FROM {TABLE_NAME}
+GROUP BY queue
+ORDER BY queue
+""")
+
+
+async def queue_stats(conn: AsyncConnection) -> list[rows.QueueStats]:
+    return [rows.QueueStats(*row) for row in await conn.execute(_STATS)]
+
+
+_FAILED = text(f"""
+-- parked tasks, newest failure first
+SELECT id, task_name, queue, attempts, failed_at, last_error FROM {TABLE_NAME}
+WHERE failed_at IS NOT NULL
+  AND (CAST(:queue AS text) IS NULL OR queue = :queue)
+  AND (CAST(:task_name AS text) IS NULL OR task_name = :task_name)
+ORDER BY failed_at DESC, id DESC
+LIMIT :limit
+""")
+
+
+async def failed_list(
+    conn: AsyncConnection, *, queue: str | None, task_name: str | None, limit: int
+) -> list[rows.FailedTask]:
+    found = await conn.execute(_FAILED, {"queue": queue, "task_name": task_name, "limit": limit})
+    return [rows.FailedTask(*row) for row in found]
+
+
+_RETRY_FAILED_LOCK_KEYS = text(f"""
+-- The unique-key trigger's lock, per key among the tasks to retry (in key order, so two
+-- retries lock alike): no enqueue of these keys can commit between this and the UPDATE.
+SELECT pg_advisory_xact_lock(CAST('{TABLE_NAME}'::regclass AS oid)::integer, hashtext(key))
+FROM (
+    SELECT DISTINCT unique_key AS key FROM {TABLE_NAME}
+    WHERE failed_at IS NOT NULL AND unique_key IS NOT NULL
+      AND (CAST(:ids AS bigint[]) IS NULL OR id = ANY(:ids))
+    ORDER BY 1
+) AS keys
+""")
+_RETRY_FAILED = text(f"""
+UPDATE {TABLE_NAME} AS t
+SET failed_at = NULL, attempts = 0, scheduled_at = now(),   -- a fresh start, max_attempts anew
+    duplicate_of = NULL
+WHERE failed_at IS NOT NULL AND (CAST(:ids AS bigint[]) IS NULL OR id = ANY(:ids))
+  -- A keyed task is retried only if its key is free, and only the oldest of the parked tasks
+  -- sharing a key; the rest stay parked. (Run after the locks: a fresh snapshot sees every
+  -- task that holds a key now.)
+  AND (t.unique_key IS NULL OR (
+      NOT EXISTS (SELECT FROM {TABLE_NAME} AS live
+                  WHERE live.unique_key = t.unique_key AND live.failed_at IS NULL)
+      AND t.id = (SELECT min(same.id) FROM {TABLE_NAME} AS same
+                  WHERE same.unique_key = t.unique_key AND same.failed_at IS NOT NULL
+                    AND (CAST(:ids AS bigint[]) IS NULL OR same.id = ANY(:ids)))))
+""")
+_DELETE_FAILED = text(f"""
+-- parked tasks removed for good
+DELETE FROM {TABLE_NAME}
+WHERE failed_at IS NOT NULL AND (CAST(:ids AS bigint[]) IS NULL OR id = ANY(:ids))
+""")
+
+
+async def failed_retry(conn: AsyncConnection, ids: Sequence[int] | None) -> int:
+    """Make parked tasks due again (all of them when `ids` is None), except keyed tasks whose
+    key another task holds; returns how many were retried."""
+    parameters = {"ids": None if ids is None else list(ids)}
+    await conn.execute(_RETRY_FAILED_LOCK_KEYS, parameters)
+    return (await conn.execute(_RETRY_FAILED, parameters)).rowcount
+
+
+async def failed_delete(conn: AsyncConnection, ids: Sequence[int] | None) -> int:
+    """Delete parked tasks (all of them when `ids` is None)."""
+    result = await conn.execute(_DELETE_FAILED, {"ids": None if ids is None else list(ids)})
+    return result.rowcount
+
+
+_CANCEL = text(f"""
+-- a task that is not running is cancelled by deleting it
+DELETE FROM {TABLE_NAME}
+WHERE id = :id AND (locked_until IS NULL OR locked_until < now())   -- not while it runs
+""")
+
+
+_CANCEL_RUNNING = text(f"""
+SELECT pg_notify('{CANCEL_CHANNEL}', id::text)    -- sent when the caller commits
+FROM {TABLE_NAME}
+WHERE id = :id AND locked_until >= now()
+""")
+
+
+async def task_cancel(
+    conn: AsyncConnection, task_id: int
+) -> Literal["deleted", "cancelling", "missing"]:
+    """Delete a task that is not running; ask the worker running it to interrupt it (by
+    NOTIFY, on commit), which then deletes it."""
+    if (await conn.execute(_CANCEL, {"id": task_id})).rowcount:
+        return "deleted"
+    if (await conn.execute(_CANCEL_RUNNING, {"id": task_id})).first() is not None:
+        return "cancelling"
+    return "missing"
