@@ -152,12 +152,33 @@ async def test_global_retry_delay_applies_without_a_task_one(
     assert "due again in 1.5 s" in runner.log()
 
 
+async def in_idle_wait(engine: AsyncEngine, *, listening: bool = False) -> None:
+    """Wait until the worker's claim found nothing (its connection idle after a claim), and,
+    if `listening`, its listener has run its LISTENs: from then on it waits to be woken."""
+    sessions = [("claim", "%SKIP LOCKED%")] + ([("listener", "LISTEN %")] if listening else [])
+
+    async def ready() -> list[str]:
+        found = []
+        async with engine.connect() as conn:
+            for role, last_query in sessions:
+                query = text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE :name"
+                    " AND state = 'idle' AND query LIKE :last_query"
+                )
+                params = {"name": f"sqlatasks {role} %", "last_query": last_query}
+                if (await conn.execute(query, params)).scalar_one():
+                    found.append(role)
+        return found
+
+    await eventually(ready, lambda found: len(found) == len(sessions), what="an idle worker")
+
+
 async def test_idle_sleep_bounds_pickup_without_notify(
     engine: AsyncEngine, start_runner: Runners, tmp_path: Path
 ) -> None:
     runner = start_runner("--workers", "1", "--no-notify", "--idle-sleep", "1")
     await runner.started(1)
-    await anyio.sleep(1.5)  # the worker is in its idle wait
+    await in_idle_wait(engine)
     for key in range(3):
         enqueued = now()
         await put(engine, runner_tasks.record, jobs(1, first=key))
@@ -173,7 +194,7 @@ async def test_notify_wakes_an_idle_worker_long_before_its_idle_sleep(
 ) -> None:
     runner = start_runner("--workers", "1", "--idle-sleep", "60")
     await runner.started(1)
-    await anyio.sleep(1.0)
+    await in_idle_wait(engine, listening=True)
     enqueued = now()
     await put(engine, runner_tasks.record, jobs(1))
     (start,) = await ledger.wait_for_entries(tmp_path, "start", 1, timeout=30)
@@ -312,7 +333,7 @@ async def test_forbidden_rows_are_parked_and_never_imported(
     assert await runner.wait_exit(60) == 0
     async with engine.connect() as conn:
         query = text("SELECT task_name, last_error FROM sqlatasks_tasks")
-        parked: dict[str, str] = dict((await conn.execute(query)).tuples().all())
+        parked: dict[str, str] = {name: error for name, error in await conn.execute(query)}
     assert set(parked) == set(names[:5])
     assert "outside the allowed imports" in parked["os:system"]
     assert "outside the allowed imports" in parked["tests.forbidden_side_effect:boom"]
@@ -435,7 +456,7 @@ async def test_cancel_racing_the_claim_loses_nothing_and_leaves_nothing(
     await put(engine, runner_tasks.record, jobs(60, sleep=0.3))
     async with engine.connect() as conn:
         query = text("SELECT id, (payload->>'key')::int FROM sqlatasks_tasks ORDER BY id")
-        keys: dict[int, int] = dict((await conn.execute(query)).tuples().all())
+        keys: dict[int, int] = {id_: key for id_, key in await conn.execute(query)}
     results: dict[int, str] = {}
     for task_id in list(keys)[::2]:  # cancel every other task while the workers claim them
         async with async_sessionmaker(engine)() as session, session.begin():
