@@ -17,10 +17,11 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
+    """ruff check, ruff format --check, and mypy --strict on the package and its tests."""
     session.install("-e", ".[lint]")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
-    session.run("mypy", "--strict", "sqlatasks")
+    session.run("mypy", "--strict", "sqlatasks", "tests")
 
 
 @nox.session

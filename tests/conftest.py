@@ -6,6 +6,9 @@
 - `session`: a session inside an outer transaction that is rolled back after the test.
 - `db_url`: a fresh database cloned from the template, for tests that commit, LISTEN, or start
   the runner; dropped afterwards.
+- `start_runner`: the one way a test starts runner processes (tests/processes.py `Runners`),
+  on `db_url`, writing their evidence to the test's `tmp_path` (tests/ledger.py); killed at
+  the end. Only a test marked `slow` may use it.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from examples import app
 from sqlatasks import embedded, settings
 
 if TYPE_CHECKING:
-    from tests.processes import Runner  # tests.processes imports this module
+    from tests.processes import Runners  # tests.processes imports this module
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = "sqlatasks_template"
@@ -170,12 +173,23 @@ async def session(shared_url: str) -> AsyncIterator[AsyncSession]:
 
 
 @pytest.fixture
-def runners(db_url: str, tmp_path: Path) -> Iterator[list[Runner]]:
-    """Runner processes a test starts (appending them here), killed at its end."""
-    started: list[Runner] = []
-    yield started
-    for runner in started:
-        runner.kill()
+def start_runner(request: pytest.FixtureRequest, db_url: str, tmp_path: Path) -> Iterator[Runners]:
+    """`start_runner(*flags, imports=…, database_url=…)` starts `python -m sqlatasks.runner` on
+    `db_url` (tasks of tests.runner_tasks, unless `imports`), its ledger `tmp_path`; every
+    runner started is killed, workers included, when the test ends."""
+    from tests.processes import Runners
+
+    if request.node.get_closest_marker("slow") is None:
+        pytest.fail(
+            f"{request.node.nodeid} starts runner processes: mark it @pytest.mark.slow, so that"
+            ' `pytest -m "not slow"` stays fast',
+            pytrace=False,
+        )
+    runners = Runners(db_url, tmp_path)
+    try:
+        yield runners
+    finally:
+        runners.close()
 
 
 async def count_tasks(engine: AsyncEngine, where: str = "true") -> int:

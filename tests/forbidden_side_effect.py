@@ -1,9 +1,8 @@
-"""Never to be imported by a runner: importing it leaves a mark."""
+"""Never to be imported by a runner: importing it leaves a mark in the ledger."""
 
-import os
-from pathlib import Path
+from tests import ledger
 
-Path(os.environ["SQLATASKS_TEST_LEDGER"], "forbidden-imported").touch()
+ledger.write("forbidden module imported")
 
 
 async def boom(data: object) -> None:

@@ -1,12 +1,11 @@
 """Session tasks for the exactly-once tests: each execution inserts one row into `effects`
 (a table each test creates) through the session the runner passes, and may fail, wait or
-steal its own lease around that write."""
+steal its own lease around that write. The `effects` rows are the evidence here; the ledger
+(tests/ledger.py) only tells the test when a write happened."""
 
 from __future__ import annotations
 
 import os
-import time
-from pathlib import Path
 
 import anyio
 from pydantic import BaseModel
@@ -14,6 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from sqlatasks import current_task, task
+from tests import ledger
 
 EFFECTS_DDL = """
 CREATE TABLE effects (
@@ -35,20 +35,7 @@ class Effect(BaseModel):
     steal_lease: bool = False
     """Give the row a new lease token in the task's own transaction, as another claim would."""
     wait_for: str | None = None
-    """After the write, wait for this file to appear in SQLATASKS_TEST_LEDGER."""
-
-
-def _ledger_dir() -> Path:
-    return Path(os.environ["SQLATASKS_TEST_LEDGER"])
-
-
-def _note(event: str, key: int) -> None:
-    line = f"{event} {key} {os.getpid()} {time.time():.6f}\n"
-    fd = os.open(_ledger_dir() / f"{os.getpid()}.ledger", os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-    try:
-        os.write(fd, line.encode())
-    finally:
-        os.close(fd)
+    """After the write, wait for the test to open the gate of this name (ledger.open_gate)."""
 
 
 @task(retry_delay=0)
@@ -65,10 +52,8 @@ async def write_effect(data: Effect, session: AsyncSession) -> None:
             {"id": run.id},
         )
     if data.wait_for is not None:
-        _note("wrote", data.key)
-        gate = _ledger_dir() / data.wait_for
-        while not gate.exists():  # bounded by the task's time limit
-            await anyio.sleep(0.02)
+        ledger.write("wrote", data.key)
+        await ledger.gate(data.wait_for, timeout=3600)  # bounded by the task's time limit
     await anyio.sleep(data.after)
     if data.fail_first and run.attempt == 1:
         await session.commit()  # a SAVEPOINT release: it cannot end the runner's transaction

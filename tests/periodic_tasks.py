@@ -10,7 +10,7 @@ from __future__ import annotations
 from pydantic import BaseModel
 
 from sqlatasks import periodic, task
-from tests import runner_tasks
+from tests import ledger, runner_tasks
 
 YEARLY = "0 0 1 1 *"
 RECORD_SCHEDULE = "record-77"
@@ -23,7 +23,7 @@ class Beat(BaseModel):
 @task(cron=YEARLY)
 async def beat(data: Beat) -> None:
     """Leaves one `beat` line in the ledger per run."""
-    runner_tasks._ledger("beat", runner_tasks.Job(key=data.key))
+    ledger.write("beat", data.key)
 
 
 # An existing task with a fixed payload: each run leaves `start 77` and `end 77`.

@@ -114,7 +114,7 @@ async def test_run_at_must_be_timezone_aware(session: AsyncSession) -> None:
 
 async def test_bad_payloads_raise_before_the_database(session: AsyncSession) -> None:
     with pytest.raises(PayloadError, match="expected Greeting, got Other"):
-        session.add(enqueue(greet, Other(value=3)))  # type: ignore[arg-type]
+        session.add(enqueue(greet, Other(value=3)))  # type: ignore[misc]
     with pytest.raises(PayloadError, match="String should have at least 1 character"):
         session.add(enqueue(greet, {"name": ""}))
     with pytest.raises(PayloadError, match="times"):

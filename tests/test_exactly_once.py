@@ -22,9 +22,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, a
 
 from sqlatasks import TaskDefinitionError, enqueue, enqueue_many, operations, task
 from sqlatasks.testing import Committed, Failed, LeaseLost, run_pending
+from tests import ledger
 from tests.conftest import count_tasks
 from tests.once_tasks import EFFECTS_DDL, Effect, write_effect
-from tests.processes import Runner, alive, wait_for_entries, wait_for_tasks
+from tests.processes import Runner, Runners, alive, wait_for_tasks
 
 ONCE = ["tests.once_tasks"]
 
@@ -123,12 +124,6 @@ async def effects_engine(engine: AsyncEngine) -> AsyncEngine:
     return engine
 
 
-def start(runners: list[Runner], db_url: str, ledger: Path, *args: str) -> Runner:
-    runner = Runner(db_url, ledger, *args, imports=ONCE)
-    runners.append(runner)
-    return runner
-
-
 async def put(engine: AsyncEngine, payloads: list[Effect]) -> None:
     async with async_sessionmaker(engine)() as session, session.begin():
         await enqueue_many(session, write_effect, payloads)
@@ -139,11 +134,12 @@ async def effect_rows(engine: AsyncEngine) -> list[tuple[int, int]]:
         return await effects(conn)
 
 
+@pytest.mark.slow
 async def test_runner_commits_each_effect_once(
-    effects_engine: AsyncEngine, runners: list[Runner], db_url: str, tmp_path: Path
+    effects_engine: AsyncEngine, start_runner: Runners, tmp_path: Path
 ) -> None:
     await put(effects_engine, [Effect(key=k) for k in range(40)])
-    runner = start(runners, db_url, tmp_path, "--workers", "2", "--concurrency", "4", "--burst")
+    runner = start_runner("--workers", "2", "--concurrency", "4", "--burst", imports=ONCE)
     assert await runner.wait_exit(60) == 0
     assert await effect_rows(effects_engine) == [(k, 1) for k in range(40)]
     assert await count_tasks(effects_engine) == 0
@@ -152,25 +148,27 @@ async def test_runner_commits_each_effect_once(
     assert "Traceback" not in log
 
 
+@pytest.mark.slow
 async def test_runner_rolls_back_a_failed_attempt_and_the_retry_writes_once(
-    effects_engine: AsyncEngine, runners: list[Runner], db_url: str, tmp_path: Path
+    effects_engine: AsyncEngine, start_runner: Runners, tmp_path: Path
 ) -> None:
     await put(effects_engine, [Effect(key=k, fail_first=True) for k in range(10)])
-    runner = start(runners, db_url, tmp_path, "--workers", "2", "--concurrency", "4")
+    runner = start_runner("--workers", "2", "--concurrency", "4", imports=ONCE)
     await wait_for_tasks(effects_engine, exactly=0, timeout=60)
     # Each first attempt wrote, called session.commit() and raised: none of it remains.
     assert await effect_rows(effects_engine) == [(k, 2) for k in range(10)]
     assert len(re.findall(r"attempt 1 failed: RuntimeError", runner.log())) == 10
 
 
+@pytest.mark.slow
 async def test_a_lost_lease_rolls_the_effect_back(
-    effects_engine: AsyncEngine, runners: list[Runner], db_url: str, tmp_path: Path
+    effects_engine: AsyncEngine, start_runner: Runners, tmp_path: Path
 ) -> None:
     await put(effects_engine, [Effect(key=1, wait_for="go")])
-    runner = start(
-        runners, db_url, tmp_path, "--workers", "1", "--task-timeout", "30", "--idle-sleep", "0.2"
+    runner = start_runner(
+        "--workers", "1", "--task-timeout", "30", "--idle-sleep", "0.2", imports=ONCE
     )
-    await wait_for_entries(tmp_path, "wrote", 1)
+    await ledger.wait_for_entries(tmp_path, "wrote", 1)
     # Another claim takes the task over while the first execution holds its write uncommitted
     # (as when a lease has run out): a new token, as the claim statement writes.
     async with effects_engine.begin() as conn:
@@ -180,7 +178,7 @@ async def test_a_lost_lease_rolls_the_effect_back(
                 "locked_by = 'thief', locked_until = now() + interval '1 hour'"
             )
         )
-    (tmp_path / "go").touch()
+    ledger.open_gate(tmp_path, "go")
     await runner.wait_for_log(r"attempt 1 lost its lease before it could commit")
     assert await effect_rows(effects_engine) == []
     assert await count_tasks(effects_engine, "locked_by = 'thief'") == 1
@@ -197,12 +195,13 @@ async def test_a_lost_lease_rolls_the_effect_back(
     assert "Traceback" not in runner.log()
 
 
+@pytest.mark.slow
 async def test_an_operators_cancel_rolls_the_effect_back(
-    effects_engine: AsyncEngine, runners: list[Runner], db_url: str, tmp_path: Path
+    effects_engine: AsyncEngine, start_runner: Runners, tmp_path: Path
 ) -> None:
     await put(effects_engine, [Effect(key=1, wait_for="never")])
-    runner = start(runners, db_url, tmp_path, "--workers", "1", "--task-timeout", "30")
-    await wait_for_entries(tmp_path, "wrote", 1)
+    runner = start_runner("--workers", "1", "--task-timeout", "30", imports=ONCE)
+    await ledger.wait_for_entries(tmp_path, "wrote", 1)
     async with async_sessionmaker(effects_engine)() as session, session.begin():
         task_id = (await session.execute(text("SELECT id FROM sqlatasks_tasks"))).scalar_one()
         assert await operations.cancel(session, task_id) == "cancelling"
@@ -225,7 +224,7 @@ async def wait_for_leases(engine: AsyncEngine, where: str) -> None:
 
 @pytest.mark.slow
 async def test_sigkill_at_random_points_leaves_each_effect_exactly_once(
-    effects_engine: AsyncEngine, runners: list[Runner], db_url: str, tmp_path: Path
+    effects_engine: AsyncEngine, start_runner: Runners, tmp_path: Path
 ) -> None:
     rng = random.Random(20240605)
     enqueued = 0
@@ -250,7 +249,7 @@ async def test_sigkill_at_random_points_leaves_each_effect_exactly_once(
         "--task-timeout", "2", "--retry-delay", "0", "--idle-sleep", "0.2",
     )  # fmt: skip
     await top_up()
-    runner = start(runners, db_url, tmp_path, *flags)
+    runner = start_runner(*flags, imports=ONCE)
     kills_here = 0  # workers killed under the current runner: each is replaced
     # Three workers killed, then the whole runner (no supervisor is left to fail its tasks:
     # their leases must run out), then three workers of its successor. Each kill comes a random
@@ -262,7 +261,7 @@ async def test_sigkill_at_random_points_leaves_each_effect_exactly_once(
             await wait_for_leases(effects_engine, "true")
             await anyio.sleep(rng.uniform(0, 0.25))
             runner.kill()
-            runner = start(runners, db_url, tmp_path, *flags)
+            runner = start_runner(*flags, imports=ONCE)
             kills_here = 0
             continue
         pid = rng.choice(sorted(live_workers(runner)))
@@ -275,6 +274,6 @@ async def test_sigkill_at_random_points_leaves_each_effect_exactly_once(
     assert Counter(key for key, _ in rows) == Counter(range(enqueued))  # each exactly once
     # Evidence that the kills cut executions short: the supervisor failed the tasks a killed
     # worker held, and those (and the dead runner's) ran again; no cut attempt left an effect.
-    logs = "".join(r.log() for r in runners)
+    logs = start_runner.logs()
     assert re.search(r"died holding [1-9]\d* tasks", logs)
     assert any(attempt > 1 for _, attempt in rows)

@@ -26,8 +26,9 @@ from sqlatasks import (
     task,
 )
 from sqlatasks.sql import periodic as sql_periodic
-from tests import periodic_tasks
-from tests.processes import Runner, ledger_entries, wait_for_entries
+from tests import ledger, periodic_tasks
+from tests.eventually import eventually
+from tests.processes import Runner, Runners
 
 YEARLY = periodic_tasks.YEARLY
 BEAT = periodic_tasks.beat.name
@@ -229,9 +230,11 @@ async def test_racing_firers_enqueue_one_task_per_slot(engine: AsyncEngine) -> N
 
         async with anyio.create_task_group() as group:
             group.start_soon(fire_second)
-            with anyio.fail_after(30):
-                while not await waits_on_a_lock(engine, pid):
-                    await anyio.sleep(0.02)
+            await eventually(
+                lambda: waits_on_a_lock(engine, pid),
+                what="the second firer to wait on the row lock",
+                timeout=30,
+            )
             await first.commit()
     assert isinstance(results["first"], int)
     assert results["second"] is None
@@ -248,28 +251,20 @@ async def waits_on_a_lock(engine: AsyncEngine, pid: int) -> bool:
 # --- real runners ---
 
 
-def start(db_url: str, ledger: Path, runners: list[Runner], workers: int = 2) -> Runner:
-    runner = Runner(
-        db_url,
-        ledger,
-        "--workers",
-        str(workers),
-        "--log-level",
-        "DEBUG",
-        imports=["tests.periodic_tasks"],
+def start(start_runner: Runners, workers: int = 2) -> Runner:
+    return start_runner(
+        "--workers", str(workers), "--log-level", "DEBUG", imports=["tests.periodic_tasks"]
     )
-    runners.append(runner)
-    return runner
 
 
 async def wait_seated(engine: AsyncEngine, names: list[str]) -> None:
-    with anyio.fail_after(60):
-        while True:
-            async with engine.connect() as conn:
-                query = text("SELECT count(*) FROM sqlatasks_periodic WHERE name = ANY(:names)")
-                if (await conn.execute(query, {"names": names})).scalar_one() == len(names):
-                    return
-            await anyio.sleep(0.1)
+    query = text("SELECT count(*) FROM sqlatasks_periodic WHERE name = ANY(:names)")
+
+    async def seated() -> int:
+        async with engine.connect() as conn:
+            return int((await conn.execute(query, {"names": names})).scalar_one())
+
+    await eventually(seated, lambda count: count == len(names), what=f"schedules {names} seated")
 
 
 async def ticks_later(runner: Runner, ticks: int = 2) -> None:
@@ -281,17 +276,17 @@ async def ticks_later(runner: Runner, ticks: int = 2) -> None:
 
 @pytest.mark.slow
 async def test_two_runners_fire_one_slot_once_then_catch_up_once(
-    db_url: str, engine: AsyncEngine, tmp_path: Path, runners: list[Runner]
+    engine: AsyncEngine, tmp_path: Path, start_runner: Runners
 ) -> None:
-    one = start(db_url, tmp_path, runners)
-    two = start(db_url, tmp_path, runners)
+    one = start(start_runner)
+    two = start(start_runner)
     for runner in (one, two):
         await runner.started(2)
         # one scheduler per runner, in worker 0
         await runner.wait_for_log(r"worker-0\[\d+\] sqlatasks\.scheduler: scheduling")
         assert not re.search(r"worker-1\[\d+\] sqlatasks\.scheduler", runner.log())
     await wait_seated(engine, [BEAT, periodic_tasks.RECORD_SCHEDULE])
-    assert ledger_entries(tmp_path) == []  # seen for the first time: nothing fired
+    assert ledger.entries(tmp_path) == []  # seen for the first time: nothing fired
 
     # Make both schedulers attempt the same slot at once: hold inserts into the queue table,
     # then back-date the slot; each scheduler's fire statement waits on the lock.
@@ -303,22 +298,26 @@ async def test_two_runners_fire_one_slot_once_then_catch_up_once(
             "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
             " AND application_name LIKE 'sqlatasks scheduler %'"
         )
-        with anyio.fail_after(60):
-            while True:
-                async with engine.connect() as conn:
-                    if (await conn.execute(waiting)).scalar_one() == 2:
-                        break
-                await anyio.sleep(0.05)
+
+        async def schedulers_waiting() -> int:
+            async with engine.connect() as conn:
+                return int((await conn.execute(waiting)).scalar_one())
+
+        await eventually(
+            schedulers_waiting,
+            lambda count: count == 2,
+            what="both schedulers waiting on the lock",
+        )
         await gate.rollback()
 
-    beats = await wait_for_entries(tmp_path, "beat", 1)
+    beats = await ledger.wait_for_entries(tmp_path, "beat", 1)
     logs = ""
     for runner in (one, two):
         await ticks_later(runner)
         logs += runner.log()
     assert len(re.findall(rf"schedule {re.escape(BEAT)} fired slot", logs)) == 1
     assert len(re.findall(rf"schedule {re.escape(BEAT)} slot .* was fired by another", logs)) == 1
-    assert [e for e in ledger_entries(tmp_path) if e.event == "beat"] == beats
+    assert ledger.entries(tmp_path, "beat") == beats
 
     # Both runners down; five slots of each schedule pass (back-dated); one runner comes back.
     for runner in (one, two):
@@ -327,13 +326,12 @@ async def test_two_runners_fire_one_slot_once_then_catch_up_once(
     async with engine.begin() as conn:
         await back_date(conn, BEAT, years=5)
         await back_date(conn, periodic_tasks.RECORD_SCHEDULE, years=5)
-    back = start(db_url, tmp_path, runners, workers=1)
-    await wait_for_entries(tmp_path, "beat", 2)
-    await wait_for_entries(tmp_path, "end", 1)
+    back = start(start_runner, workers=1)
+    await ledger.wait_for_entries(tmp_path, "beat", 2)
+    await ledger.wait_for_entries(tmp_path, "end", 1)
     await ticks_later(back)
-    entries = ledger_entries(tmp_path)
-    assert [e.key for e in entries if e.event == "beat"] == [1, 1]  # one before, one catch-up
-    assert [e.key for e in entries if e.event == "end"] == [77]  # periodic()'s payload
+    assert ledger.keys(ledger.entries(tmp_path, "beat")) == [1, 1]  # one before, one catch-up
+    assert ledger.keys(ledger.entries(tmp_path, "end")) == [77]  # periodic()'s payload
     async with engine.connect() as conn:
         slot = await this_years_slot(conn)
         slots = text("SELECT name, last_slot FROM sqlatasks_periodic ORDER BY name")

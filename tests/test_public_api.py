@@ -29,7 +29,7 @@ def test_all_is_the_public_api_sorted() -> None:
     ]
     assert sqlatasks.__all__ == sorted(sqlatasks.__all__)
     for name in sqlatasks.__all__:
-        assert getattr(sqlatasks, name) is not None
+        assert hasattr(sqlatasks, name), f"__all__ names {name}, which sqlatasks lacks"
 
 
 def test_every_error_derives_from_the_root() -> None:

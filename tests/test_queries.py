@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -18,7 +19,7 @@ async def test_a_lost_claim_is_given_back_by_its_token(session: AsyncSession) ->
     await session.flush()
     conn = await session.connection()
     lost, kept = uuid.uuid4(), uuid.uuid4()
-    claim = {"queues": (), "lease_seconds": 60, "worker_id": "w"}
+    claim: dict[str, Any] = {"queues": (), "lease_seconds": 60, "worker_id": "w"}
     assert len(await sql_claim.task_claim(conn, limit=2, token=lost, **claim)) == 2
     assert len(await sql_claim.task_claim(conn, limit=5, token=kept, **claim)) == 1
     assert await sql_claim.claim_undo(conn, [lost, uuid.uuid4()]) == 2
@@ -36,7 +37,7 @@ async def test_writes_naming_an_old_token_change_nothing(session: AsyncSession) 
     session.add(enqueue(greet, Greeting(name="x")))
     await session.flush()
     conn = await session.connection()
-    claim = {"queues": (), "limit": 1, "lease_seconds": 60, "worker_id": "w"}
+    claim: dict[str, Any] = {"queues": (), "limit": 1, "lease_seconds": 60, "worker_id": "w"}
     (first,) = await sql_claim.task_claim(conn, token=uuid.uuid4(), **claim)
     await conn.execute(text("UPDATE sqlatasks_tasks SET locked_until = now() - interval '1s'"))
     (second,) = await sql_claim.task_claim(conn, token=uuid.uuid4(), **claim)

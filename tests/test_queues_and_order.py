@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -12,23 +10,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlatasks import ConfigurationError, enqueue
 from sqlatasks.settings import Settings
 from sqlatasks.sql import claim
-from tests import runner_tasks
-from tests.processes import Runner, ledger_entries, peak_concurrency, wait_for_entries
+from tests import ledger, runner_tasks
+from tests.processes import Runners
 
 URL = "postgresql+asyncpg://u@localhost/app"
-
-
-@pytest.fixture
-def start_runner(db_url: str, tmp_path: Path) -> Iterator[Any]:
-    runners: list[Runner] = []
-
-    def start(*args: str) -> Runner:
-        runners.append(Runner(db_url, tmp_path, *args))
-        return runners[-1]
-
-    yield start
-    for runner in runners:
-        runner.kill()
 
 
 def job(key: int, sleep: float = 0.0) -> runner_tasks.Job:
@@ -37,7 +22,7 @@ def job(key: int, sleep: float = 0.0) -> runner_tasks.Job:
 
 @pytest.mark.slow
 async def test_higher_priority_first_then_first_in_first_out(
-    engine: AsyncEngine, start_runner: Any, tmp_path: Path
+    engine: AsyncEngine, start_runner: Runners, tmp_path: Path
 ) -> None:
     async with async_sessionmaker(engine)() as session, session.begin():
         for key, priority in enumerate([0, 5, 0, -1, 5, 0]):
@@ -45,13 +30,13 @@ async def test_higher_priority_first_then_first_in_first_out(
             await session.flush()  # one insert at a time: distinct ids in enqueue order
     runner = start_runner("--workers", "1", "--concurrency", "1", "--burst")
     assert await runner.wait_exit(60) == 0
-    order = [e.key for e in ledger_entries(tmp_path) if e.event == "start"]
+    order = ledger.keys(ledger.entries(tmp_path, "start"))
     assert order == [1, 4, 0, 2, 5, 3]
 
 
 @pytest.mark.slow
 async def test_a_scheduled_task_waits_for_its_time_then_starts_within_the_idle_sleep(
-    engine: AsyncEngine, start_runner: Any, tmp_path: Path
+    engine: AsyncEngine, start_runner: Runners, tmp_path: Path
 ) -> None:
     runner = start_runner("--workers", "1", "--no-notify", "--idle-sleep", "0.5")
     await runner.started(1)
@@ -61,14 +46,14 @@ async def test_a_scheduled_task_waits_for_its_time_then_starts_within_the_idle_s
         await session.flush()
         await session.refresh(row)
         due = row.scheduled_at.timestamp()
-    (start,) = await wait_for_entries(tmp_path, "start", 1, timeout=30)
+    (start,) = await ledger.wait_for_entries(tmp_path, "start", 1, timeout=30)
     assert start.at >= due
     assert start.at - due < 0.5 + 1.0  # the idle sleep, plus generous slack
 
 
 @pytest.mark.slow
 async def test_a_queue_cap_limits_that_queue_per_worker(
-    engine: AsyncEngine, start_runner: Any, tmp_path: Path
+    engine: AsyncEngine, start_runner: Runners, tmp_path: Path
 ) -> None:
     runner = start_runner(
         "--workers", "1", "--concurrency", "6", "--queue", "mail=2", "--queue", "default"
@@ -78,10 +63,10 @@ async def test_a_queue_cap_limits_that_queue_per_worker(
         for key in range(10):
             session.add(enqueue(runner_tasks.record, job(key, 0.4), queue="mail"))
             session.add(enqueue(runner_tasks.record, job(100 + key, 0.4)))
-    await wait_for_entries(tmp_path, "end", 20, timeout=60)
-    entries = ledger_entries(tmp_path)
-    assert peak_concurrency([e for e in entries if e.key < 100]) == 2
-    assert peak_concurrency(entries) == 6
+    await ledger.wait_for_entries(tmp_path, "end", 20, timeout=60)
+    entries = ledger.entries(tmp_path)
+    assert ledger.peak_concurrency([e for e in entries if e.key is not None and e.key < 100]) == 2
+    assert ledger.peak_concurrency(entries) == 6
 
 
 def test_queue_specs_are_validated() -> None:

@@ -14,8 +14,8 @@ from sqlalchemy.exc import ProgrammingError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
 from sqlatasks import enqueue, enqueue_many
-from tests import runner_tasks
-from tests.processes import Runner, ledger_entries, wait_for_entries
+from tests import ledger, runner_tasks
+from tests.processes import Runners
 
 pytestmark = pytest.mark.slow
 
@@ -35,7 +35,7 @@ GRANT SELECT, INSERT, UPDATE ON sqlatasks_periodic TO {worker};
 
 
 async def test_producer_and_worker_roles_need_only_their_grants(
-    engine: AsyncEngine, db_url: str, tmp_path: Path
+    engine: AsyncEngine, db_url: str, tmp_path: Path, start_runner: Runners
 ) -> None:
     suffix = make_url(db_url).database
     producer, worker = f"producer_{suffix}", f"worker_{suffix}"
@@ -67,22 +67,18 @@ async def test_producer_and_worker_roles_need_only_their_grants(
                 await conn.execute(text("DELETE FROM sqlatasks_tasks"))
         await as_producer.dispose()
         worker_url = make_url(db_url).set(username=worker).render_as_string(hide_password=False)
-        runner = Runner(
-            worker_url,
-            tmp_path,
+        runner = start_runner(
             "--workers",
             "1",
             imports=["tests.runner_tasks", "tests.periodic_tasks"],  # its scheduler too
+            database_url=worker_url,
         )
-        try:
-            await wait_for_entries(tmp_path, "end", 4, timeout=60)
-            await runner.wait_for_log("registered; first run at", count=2)
-            runner.signal(signal.SIGTERM)
-            assert await runner.wait_exit(60) == 0, runner.log()
-        finally:
-            runner.kill()
+        await ledger.wait_for_entries(tmp_path, "end", 4, timeout=60)
+        await runner.wait_for_log("registered; first run at", count=2)
+        runner.signal(signal.SIGTERM)
+        assert await runner.wait_exit(60) == 0, runner.log()
         assert "permission denied" not in runner.log()
-        ends = Counter(e.key for e in ledger_entries(tmp_path) if e.event == "end")
+        ends = Counter(e.key for e in ledger.entries(tmp_path, "end"))
         assert ends == Counter([0, 1, 2, 3])
         async with engine.connect() as conn:
             left = await conn.execute(text("SELECT count(*) FROM sqlatasks_tasks"))

@@ -4,7 +4,6 @@ follow the same rules (each of these tests failed before the re-layout of issue 
 from __future__ import annotations
 
 from datetime import datetime
-from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -13,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlatasks import InvalidOption, SqlatasksError, TaskDefinitionError, enqueue, task
 from sqlatasks.testing import Completed, run_pending
 from tests import runner_tasks
-from tests.processes import Runner, wait_for_tasks
+from tests.processes import Runners, wait_for_tasks
 from tests.tasks_for_tests import Greeting, greet
 
 
@@ -61,35 +60,29 @@ async def test_run_pending_gives_a_task_its_own_timeout_as_the_runner_does(
 
 @pytest.mark.slow
 async def test_the_runner_gives_a_task_its_own_timeout(
-    engine: AsyncEngine, db_url: str, tmp_path: Path
+    engine: AsyncEngine, start_runner: Runners
 ) -> None:
-    runner = Runner(db_url, tmp_path, "--workers", "1", "--task-timeout", "1")
-    try:
-        await runner.started(1)
-        async with async_sessionmaker(engine)() as session, session.begin():
-            session.add(enqueue(runner_tasks.takes_its_time, runner_tasks.Job(key=1, sleep=1.5)))
-        await wait_for_tasks(engine, exactly=0, timeout=30)
-    finally:
-        runner.kill()
+    runner = start_runner("--workers", "1", "--task-timeout", "1")
+    await runner.started(1)
+    async with async_sessionmaker(engine)() as session, session.begin():
+        session.add(enqueue(runner_tasks.takes_its_time, runner_tasks.Job(key=1, sleep=1.5)))
+    await wait_for_tasks(engine, exactly=0, timeout=30)
 
 
 @pytest.mark.slow
 async def test_a_dead_workers_task_follows_its_own_retry_delay(
-    engine: AsyncEngine, db_url: str, tmp_path: Path
+    engine: AsyncEngine, start_runner: Runners
 ) -> None:
     # The runner's --retry-delay is ten minutes; the task's own is 0.2 s. The rescue of the
     # killed worker's lease must use the task's, as a failure in the task itself would.
-    runner = Runner(db_url, tmp_path, "--workers", "1", "--retry-delay", "600")
-    try:
-        await runner.started(1)
-        async with async_sessionmaker(engine)() as session, session.begin():
-            session.add(enqueue(runner_tasks.dies_once, runner_tasks.Job(key=1)))
-        await runner.wait_for_log("worker-0 died holding 1 tasks")
-        async with engine.connect() as conn:
-            wait = await conn.scalar(
-                text("SELECT extract(epoch FROM scheduled_at - now()) FROM sqlatasks_tasks")
-            )
-        assert wait is None or wait < 5, wait  # None: already run and deleted
-        await wait_for_tasks(engine, exactly=0, timeout=60)
-    finally:
-        runner.kill()
+    runner = start_runner("--workers", "1", "--retry-delay", "600")
+    await runner.started(1)
+    async with async_sessionmaker(engine)() as session, session.begin():
+        session.add(enqueue(runner_tasks.dies_once, runner_tasks.Job(key=1)))
+    await runner.wait_for_log("worker-0 died holding 1 tasks")
+    async with engine.connect() as conn:
+        wait = await conn.scalar(
+            text("SELECT extract(epoch FROM scheduled_at - now()) FROM sqlatasks_tasks")
+        )
+    assert wait is None or wait < 5, wait  # None: already run and deleted
+    await wait_for_tasks(engine, exactly=0, timeout=60)

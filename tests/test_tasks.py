@@ -3,10 +3,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from pydantic import BaseModel
 
 from sqlatasks import PayloadError, TaskDefinitionError, TaskNameTaken, registry, task
-from tests.tasks_for_tests import Greeting, Other, greet, greet_renamed
+from tests.tasks_for_tests import Greeting, Other, greet, greet_renamed, refuse
 
 
 def test_name_is_module_and_qualname() -> None:
@@ -28,6 +27,8 @@ def test_options_and_explicit_name() -> None:
 
 async def test_a_task_is_still_callable_directly() -> None:
     assert await greet(Greeting(name="x")) is None
+    with pytest.raises(ValueError, match="no greeting for x"):  # the call reaches the body
+        await refuse(Greeting(name="x"))
 
 
 def test_sync_function_is_refused() -> None:
@@ -137,4 +138,7 @@ def test_something_that_is_no_model_is_refused() -> None:
 
     with pytest.raises(PayloadError, match="or a mapping, got NotAModel"):
         greet.dump(NotAModel())  # type: ignore[arg-type]
-    assert not isinstance(NotAModel(), BaseModel)
+    # A mapping is no model either, and is accepted: validated into the task's model.
+    assert greet.dump({"name": "a"}) == '{"name":"a","times":1}'
+    with pytest.raises(PayloadError, match="or a mapping, got list"):
+        greet.dump([("name", "a")])  # type: ignore[arg-type]

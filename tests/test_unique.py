@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,9 +23,10 @@ from examples.app import Order
 from sqlatasks import QueuedTask, enqueue, enqueue_many, operations
 from sqlatasks.rows import Failure
 from sqlatasks.sql import claim, outcomes
-from tests import runner_tasks
+from tests import ledger, runner_tasks
 from tests.conftest import count_tasks
-from tests.processes import Runner, ledger_entries, wait_for_entries, wait_for_tasks
+from tests.eventually import eventually
+from tests.processes import Runners, wait_for_tasks
 from tests.tasks_for_tests import Greeting, greet
 
 KEY = "invoice:42"
@@ -108,12 +108,14 @@ async def test_a_duplicate_leaves_the_transaction_usable(engine: AsyncEngine) ->
 async def waiting_for_key_lock(engine: AsyncEngine, count: int) -> None:
     """Wait until `count` sessions wait for the unique-key (advisory) lock."""
     query = text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
-    with anyio.fail_after(30):
-        while True:
-            async with engine.connect() as conn:
-                if (await conn.execute(query)).scalar_one() >= count:
-                    return
-            await anyio.sleep(0.02)
+
+    async def waiting() -> int:
+        async with engine.connect() as conn:
+            return int((await conn.execute(query)).scalar_one())
+
+    await eventually(
+        waiting, lambda found: found >= count, what=f"{count} waiters on a key lock", timeout=30
+    )
 
 
 async def test_a_rolled_back_holder_lets_the_waiting_enqueue_add(engine: AsyncEngine) -> None:
@@ -326,19 +328,11 @@ async def test_the_claim_plan_ignores_the_unique_index(session: AsyncSession) ->
     assert "unique_key_idx" not in plan, plan
 
 
-@pytest.fixture
-def runners(db_url: str, tmp_path: Path) -> Iterator[list[Runner]]:
-    started = [Runner(db_url, tmp_path, "--workers", "1", "--concurrency", "2") for _ in range(2)]
-    yield started
-    for runner in started:
-        runner.kill()
-
-
 @pytest.mark.slow
 async def test_key_is_held_while_the_task_runs_under_two_runners(
-    engine: AsyncEngine, runners: list[Runner], tmp_path: Path
+    engine: AsyncEngine, start_runner: Runners, tmp_path: Path
 ) -> None:
-    for runner in runners:
+    for runner in [start_runner("--workers", "1", "--concurrency", "2") for _ in range(2)]:
         await runner.started(1)
     sessions = async_sessionmaker(engine, expire_on_commit=False)
 
@@ -350,21 +344,21 @@ async def test_key_is_held_while_the_task_runs_under_two_runners(
 
     first = await put(1)
     assert first.duplicate_of is None
-    await wait_for_entries(tmp_path, "start", 1)
+    await ledger.wait_for_entries(tmp_path, "start", 1)
     running = await count_tasks(engine, "locked_until > now() AND failed_at IS NULL")
     assert running == 1
     for n in (2, 3):  # while it runs, the key is taken: not added, for either runner
         assert (await put(n)).duplicate_of == first.id
-    (tmp_path / "release-1").touch()
-    await wait_for_entries(tmp_path, "end", 1)
+    ledger.open_gate(tmp_path, "release-1")
+    await ledger.wait_for_entries(tmp_path, "end", 1)
     await wait_for_tasks(engine, exactly=0, timeout=30)
     again = await put(4)  # done and deleted: the key is free
     assert again.duplicate_of is None
-    await wait_for_entries(tmp_path, "start", 2)
-    (tmp_path / "release-4").touch()
-    await wait_for_entries(tmp_path, "end", 2)
+    await ledger.wait_for_entries(tmp_path, "start", 2)
+    ledger.open_gate(tmp_path, "release-4")
+    await ledger.wait_for_entries(tmp_path, "end", 2)
     await wait_for_tasks(engine, exactly=0, timeout=30)
-    started = [e.key for e in ledger_entries(tmp_path) if e.event == "start"]
+    started = [e.key for e in ledger.entries(tmp_path, "start")]
     assert started == [1, 4]
 
 

@@ -10,14 +10,14 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import anyio
 import httpx
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import ROOT
-from tests.processes import Runner
+from tests.eventually import eventually
+from tests.processes import Runners
 
 pytestmark = pytest.mark.slow
 
@@ -45,10 +45,13 @@ async def web(db_url: str, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     log_path = tmp_path / "uvicorn.log"
     server = start_server(db_url, log_path)
     try:
-        with anyio.fail_after(60):
-            while not (found := LISTENING.search(log_path.read_text())):
-                assert server.poll() is None, log_path.read_text()
-                await anyio.sleep(0.05)
+
+        def listening() -> re.Match[str] | None:
+            assert server.poll() is None, log_path.read_text()
+            return LISTENING.search(log_path.read_text())
+
+        found = await eventually(listening, what="uvicorn to listen")
+        assert found is not None
         async with httpx.AsyncClient(base_url=found.group(1), timeout=30) as client:
             yield client
     finally:
@@ -74,7 +77,7 @@ async def rows(engine: AsyncEngine) -> tuple[list[tuple[int, str, str]], list[tu
 
 
 async def test_an_order_and_its_email_commit_together_over_http(
-    web: httpx.AsyncClient, engine: AsyncEngine, db_url: str, tmp_path: Path
+    web: httpx.AsyncClient, engine: AsyncEngine, start_runner: Runners
 ) -> None:
     created = await web.post("/orders", json={"email": "ann@example.com", "total_cents": 1200})
     assert created.status_code == 201, created.text
@@ -112,11 +115,8 @@ async def test_an_order_and_its_email_commit_together_over_http(
     assert second.status_code == 201
     assert second.json()["id"] == order_id + 2
 
-    runner = Runner(db_url, tmp_path, "--workers", "1", "--burst", imports=["examples.app"])
-    try:
-        assert await runner.wait_exit(60) == 0
-    finally:
-        runner.kill()
+    runner = start_runner("--workers", "1", "--burst", imports=["examples.app"])
+    assert await runner.wait_exit(60) == 0
     log = runner.log()
     assert f"e-mail to ann@example.com sent: Order {order_id} received" in log
     assert f"e-mail to cid@example.com sent: Order {order_id + 2} received" in log

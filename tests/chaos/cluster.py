@@ -24,9 +24,10 @@ class Cluster:
 
     def restart(self, mode: str) -> None:
         """`pg_ctl restart -m fast|immediate`: every connection is cut; waits until it is up."""
-        from pgserver._commands import pg_ctl
+        from pgserver import _commands
 
-        pg_ctl(
+        commands: Any = _commands  # pg_ctl and the other commands are made at import
+        commands.pg_ctl(
             ["-w", "-m", mode, "-l", str(self.server.log), "restart"],
             pgdata=self.server.pgdata,
             user=self.server.system_user,
@@ -36,12 +37,12 @@ class Cluster:
 
 @contextmanager
 def own_cluster() -> Iterator[Cluster]:
-    import pgserver
+    from pgserver.postgres_server import get_server
 
     warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
     folder = Path(tempfile.mkdtemp(prefix="sqlatasks-chaos-pg-"))
     try:
-        server = pgserver.get_server(folder, cleanup_mode="stop")
+        server = get_server(folder, cleanup_mode="stop")
         try:
             url = settings.database_url(server.get_uri())
             done = alembic(url, "upgrade", "head")

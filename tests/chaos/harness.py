@@ -2,33 +2,35 @@
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import os
 import signal
-import time
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
-import anyio
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
 from sqlatasks import Task, enqueue_many
-from tests.chaos import ledger
+from tests.chaos import invariants
 from tests.chaos.tasks import Work
-from tests.processes import Runner, alive
+from tests.eventually import eventually
+from tests.processes import Runner, Runners, children
+
+CHAOS_TASKS = ("tests.chaos.tasks",)
 
 
 class Chaos:
-    def __init__(self, url: str, folder: Path) -> None:
+    """Runners started by `runners` on the database at `url`, sharing the ledger folder of
+    `runners`."""
+
+    def __init__(self, url: str, runners: Runners) -> None:
         self.url = url
-        self.folder = folder
+        self.folder = runners.folder
         self.engine: AsyncEngine = create_async_engine(url, pool_pre_ping=True, pool_size=20)
-        self.faults = ledger.FaultLog(folder)
-        self.runners: list[Runner] = []
+        self.faults = invariants.FaultLog(self.folder)
+        self.runners = runners
         self.committed: set[int] = set()
         self.must_park: set[int] = set()
         self.rolled_back: set[int] = set()
@@ -36,9 +38,7 @@ class Chaos:
         self._keys = itertools.count()
 
     def runner(self, *args: str) -> Runner:
-        runner = Runner(self.url, self.folder, *args, imports=["tests.chaos.tasks"])
-        self.runners.append(runner)
-        return runner
+        return self.runners(*args, imports=CHAOS_TASKS, database_url=self.url)
 
     async def enqueue(
         self,
@@ -98,10 +98,14 @@ class Chaos:
             self.faults.record(f"terminate {role} connection")
         return count
 
-    async def sessions(self, role: str) -> int:
+    async def sessions(self, role: str, where: str = "true") -> int:
+        """Runner connections named `sqlatasks <role> …` (and matching `where`)."""
         async with self.engine.connect() as conn:
             found = await conn.execute(
-                text("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE :p"),
+                text(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    f" WHERE application_name LIKE :p AND ({where})"
+                ),
                 {"p": f"sqlatasks {role}%"},
             )
             return int(found.scalar_one())
@@ -115,33 +119,40 @@ class Chaos:
         self.faults.record("sigkill runner", pids)
         runner.kill()
 
-    async def verdict(self) -> ledger.Verdict:
-        return ledger.check(
-            ledger.read_executions(self.folder),
+    async def verdict(self) -> invariants.Verdict:
+        return invariants.check(
+            invariants.read_executions(self.folder),
             self.faults.read(),
-            await ledger.read_rows(self.engine),
+            await invariants.read_rows(self.engine),
             committed=self.committed,
             must_park=self.must_park,
             rolled_back=self.rolled_back,
             uncertain=self.uncertain,
         )
 
-    async def settled(self, timeout: float = 120) -> ledger.Verdict:
+    async def settled(self, timeout: float = 120) -> invariants.Verdict:
         """Wait until every committed task completed or parked and no row is leased; judge."""
-        verdict = None
-        leased: list[ledger.Row] = []
-        with anyio.move_on_after(timeout):
-            while True:
-                verdict = await self.verdict()
-                leased = [r for r in await ledger.read_rows(self.engine) if r.leased]
-                if not verdict.lost and not verdict.leftover_rows and not leased:
-                    return verdict
-                await anyio.sleep(0.2)
-        problems = verdict.problems() if verdict else []
-        if verdict and verdict.lost:
+
+        async def look() -> tuple[invariants.Verdict, list[invariants.Row]]:
+            verdict = await self.verdict()
+            return verdict, [r for r in await invariants.read_rows(self.engine) if r.leased]
+
+        def done(seen: tuple[invariants.Verdict, list[invariants.Row]]) -> bool:
+            verdict, leased = seen
+            return not verdict.lost and not verdict.leftover_rows and not leased
+
+        try:
+            verdict, _ = await eventually(
+                look, done, what="the run to settle", timeout=timeout, interval=0.2
+            )
+            return verdict
+        except AssertionError:
+            verdict, leased = await look()
+        problems = verdict.problems()
+        if verdict.lost:
             lost = set(verdict.lost[:5])
-            runs = [r for r in ledger.read_executions(self.folder) if r.key in lost]
-            rows = [r for r in await ledger.read_rows(self.engine) if r.key in lost]
+            runs = [r for r in invariants.read_executions(self.folder) if r.key in lost]
+            rows = [r for r in await invariants.read_rows(self.engine) if r.key in lost]
             problems.append(f"lost keys' executions: {runs}; rows: {rows}")
         async with self.engine.connect() as conn:
             held = await conn.execute(
@@ -154,30 +165,5 @@ class Chaos:
         raise AssertionError(f"not settled in {timeout} s: {problems}, leased: {leased}")
 
     async def close(self) -> None:
-        for runner in self.runners:
-            runner.kill()
+        self.runners.close()
         await self.engine.dispose()
-
-
-def children(pid: int) -> list[int]:
-    """The direct children of a process (a runner's workers), from /proc."""
-    found = []
-    with contextlib.suppress(OSError):
-        for thread in Path(f"/proc/{pid}/task").iterdir():
-            found += [int(c) for c in (thread / "children").read_text().split()]
-    return found
-
-
-async def wait_dead(pid: int, timeout: float = 60) -> float:
-    """Wait until `pid` is gone; the time it was first seen gone (an upper bound)."""
-    with anyio.fail_after(timeout):
-        while alive(pid) and not zombie(pid):
-            await anyio.sleep(0.05)
-    return time.time()
-
-
-def zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except (OSError, IndexError):
-        return False

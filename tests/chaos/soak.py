@@ -26,10 +26,10 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from sqlatasks import Task
-from tests.chaos import ledger, tasks
+from tests.chaos import invariants, tasks
 from tests.chaos.cluster import Cluster, own_cluster
-from tests.chaos.harness import Chaos, alive, children, zombie
-from tests.processes import Runner
+from tests.chaos.harness import Chaos
+from tests.processes import Runner, Runners, alive, children, zombie
 
 RUNNER_ARGS = (
     "--workers", "2", "--concurrency", "8", "--idle-sleep", "1",
@@ -41,7 +41,7 @@ STOP_FOR = 8.0
 
 @dataclass
 class Figures:
-    verdict: ledger.Verdict
+    verdict: invariants.Verdict
     faults: dict[str, int]
     rss_start: list[int]
     rss_end: list[int]
@@ -84,9 +84,9 @@ async def table_stats(chaos: Chaos) -> dict[str, int]:
 
 
 class Soak:
-    def __init__(self, cluster: Cluster, folder: Path, *, seed: int, rate: float) -> None:
+    def __init__(self, cluster: Cluster, runners: Runners, *, seed: int, rate: float) -> None:
         self.cluster = cluster
-        self.chaos = Chaos(cluster.url, folder)
+        self.chaos = Chaos(cluster.url, runners)
         self.rng = random.Random(seed)
         self.rate = rate
         self.runners: list[Runner] = []
@@ -194,9 +194,10 @@ def signal_pid(pid: int, signum: signal.Signals) -> None:
 
 
 async def soak(
-    cluster: Cluster, folder: Path, *, seconds: float, rate: float, seed: int
+    cluster: Cluster, runners: Runners, *, seconds: float, rate: float, seed: int
 ) -> Figures:
-    run = Soak(cluster, folder, seed=seed, rate=rate)
+    """`runners` starts the runners (on the cluster) and keeps their ledger."""
+    run = Soak(cluster, runners, seed=seed, rate=rate)
     try:
         run.runners = [await run.start_runner() for _ in range(2)]
         warm_up = min(15.0, seconds / 4)
@@ -272,8 +273,9 @@ def main() -> None:
 
     async def run() -> Figures:
         with own_cluster() as cluster, tempfile.TemporaryDirectory() as folder:
+            runners = Runners(cluster.url, Path(folder))
             return await soak(
-                cluster, Path(folder), seconds=args.minutes * 60, rate=args.rate, seed=args.seed
+                cluster, runners, seconds=args.minutes * 60, rate=args.rate, seed=args.seed
             )
 
     figures = anyio.run(run)

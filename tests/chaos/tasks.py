@@ -1,17 +1,18 @@
-"""Tasks the chaos tests and the soak run. Each execution writes its evidence to a ledger of its
-own process, outside the queue: row id, test key, attempt, lease token, pid, start and end."""
+"""Tasks the chaos tests and the soak run. Each execution writes its evidence to the ledger
+(tests/ledger.py), outside the queue: row id, test key, attempt, lease token, pid, start and
+end."""
 
 from __future__ import annotations
 
-import json
 import os
 import time
-from pathlib import Path
 
 import anyio
 from pydantic import BaseModel
 
 from sqlatasks import current_task, task
+from tests import ledger
+from tests.chaos.invariants import FaultLog
 
 
 class Work(BaseModel):
@@ -21,27 +22,16 @@ class Work(BaseModel):
 
 def record(event: str, data: Work, outcome: str = "") -> None:
     run = current_task()
-    line = json.dumps(
-        {
-            "event": event,
-            "key": data.key,
-            "id": run.id,
-            "task": run.task_name,
-            "attempt": run.attempt,
-            "max_attempts": run.max_attempts,
-            "token": str(run.lease_token),
-            "pid": os.getpid(),
-            "at": time.time(),
-            "outcome": outcome,
-        }
+    ledger.write(
+        event,
+        data.key,
+        id=run.id,
+        task=run.task_name,
+        attempt=run.attempt,
+        max_attempts=run.max_attempts,
+        token=str(run.lease_token),
+        outcome=outcome,
     )
-    folder = Path(os.environ["SQLATASKS_TEST_LEDGER"])
-    # One short O_APPEND write per event: atomic, and safe across processes.
-    fd = os.open(folder / f"{os.getpid()}.chaos.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-    try:
-        os.write(fd, (line + "\n").encode())
-    finally:
-        os.close(fd)
 
 
 async def _run(data: Work) -> None:
@@ -113,13 +103,9 @@ async def blocks_the_loop(data: Work) -> None:
 @task(retry_delay=0, max_attempts=2)
 async def exits(data: Work) -> None:
     record("start", data)
-    from tests.chaos.ledger import FaultLog
-
     record("end", data, "exit")
     # Everything else running in this process dies with it: that is a fault, not a duplicate.
-    FaultLog(Path(os.environ["SQLATASKS_TEST_LEDGER"])).record(
-        "task called os._exit", [os.getpid()]
-    )
+    FaultLog(ledger.folder()).record("task called os._exit", [os.getpid()])
     os._exit(7)
 
 
@@ -130,10 +116,8 @@ async def cuts_its_ack(data: Work) -> None:
     import asyncpg
 
     from sqlatasks.listener import asyncpg_dsn
-    from tests.chaos.ledger import FaultLog
 
     record("start", data)
-    folder = Path(os.environ["SQLATASKS_TEST_LEDGER"])
     conn = await asyncpg.connect(asyncpg_dsn(os.environ["SQLATASKS_DATABASE_URL"]))
     try:
         cut = await conn.fetchval(
@@ -145,5 +129,5 @@ async def cuts_its_ack(data: Work) -> None:
     finally:
         await conn.close()
     if cut:
-        FaultLog(folder).record("terminate completer connection at ack")
+        FaultLog(ledger.folder()).record("terminate completer connection at ack")
     record("end", data, "ok")

@@ -2,25 +2,28 @@
 
 from __future__ import annotations
 
-import anyio
+import pytest
 
 from tests.chaos import tasks
 from tests.chaos.harness import Chaos
-from tests.chaos.ledger import read_executions
+from tests.chaos.invariants import read_executions
+from tests.eventually import eventually
+
+pytestmark = pytest.mark.slow
 
 
 async def test_the_listener_reconnects_and_wakes_workers_again(chaos: Chaos) -> None:
     # A long idle sleep: a quick pickup after the cut can only come from a renewed LISTEN.
     runner = chaos.runner("--workers", "1", "--idle-sleep", "120")
     await runner.started(1)
-    with anyio.fail_after(30):
-        while await chaos.terminate("listener") == 0:
-            await anyio.sleep(0.1)
+    await eventually(lambda: chaos.terminate("listener"), what="a listener connection to cut")
     await runner.wait_for_log("LISTEN connection lost")
-    with anyio.fail_after(30):  # reconnected: a new listener session exists
-        while not await chaos.sessions("listener"):
-            await anyio.sleep(0.1)
-    await anyio.sleep(0.5)
+    # Reconnected: a new listener session that has run its LISTENs (then only keep-alives).
+    await eventually(
+        lambda: chaos.sessions("listener", "query LIKE 'LISTEN %' OR query = 'SELECT 1'"),
+        what="a listener session that has run LISTEN again",
+        timeout=30,
+    )
     await chaos.enqueue(tasks.work, 1)
     verdict = await chaos.settled(timeout=10)  # far below the idle sleep
     verdict.assert_ok()
@@ -44,12 +47,13 @@ async def cut_connections(chaos: Chaos, role: str) -> None:
     await chaos.enqueue(tasks.work, 300, sleep=0.05)
     await chaos.enqueue(tasks.work, 20, rollback=True)
     for done in (20, 60, 100):
-        with anyio.fail_after(60):
-            while len(read_executions(chaos.folder)) < done:
-                await anyio.sleep(0.05)
-        with anyio.fail_after(30):  # a cut connection is back after a reconnect backoff
-            while await chaos.terminate(role) == 0:
-                await anyio.sleep(0.1)
+        await eventually(
+            lambda: read_executions(chaos.folder),
+            lambda runs: len(runs) >= done,  # noqa: B023 (used at once, in this iteration)
+            what=f"{done} executions",
+        )
+        # A cut connection is back after a reconnect backoff.
+        await eventually(lambda: chaos.terminate(role), what=f"a {role} connection to cut")
         await chaos.enqueue(tasks.work, 20, sleep=0.05)
     verdict = await chaos.settled(timeout=120)
     verdict.assert_ok()

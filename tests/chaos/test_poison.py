@@ -5,11 +5,14 @@ test_forbidden_rows_are_parked_and_never_imported.)"""
 
 from __future__ import annotations
 
-import anyio
+import pytest
 from sqlalchemy import text
 
-from tests.chaos import ledger, tasks
+from tests.chaos import invariants, tasks
 from tests.chaos.harness import Chaos
+from tests.eventually import eventually
+
+pytestmark = pytest.mark.slow
 
 
 async def test_poison_tasks_park_and_the_rest_flows(chaos: Chaos) -> None:
@@ -24,18 +27,20 @@ async def test_poison_tasks_park_and_the_rest_flows(chaos: Chaos) -> None:
             )
         )
     bad_rows = "payload->>'key' = 'not a number' OR task_name LIKE '%no_such_task'"
-    bad: dict[str, tuple[int, str]] = {}
-    with anyio.fail_after(30):
-        while len(bad) < 2:
-            async with chaos.engine.connect() as conn:
-                found = await conn.execute(
-                    text(
-                        "SELECT task_name, attempts, last_error FROM sqlatasks_tasks"
-                        f" WHERE ({bad_rows}) AND failed_at IS NOT NULL"
-                    )
+
+    async def parked_bad_rows() -> dict[str, tuple[int, str]]:
+        async with chaos.engine.connect() as conn:
+            found = await conn.execute(
+                text(
+                    "SELECT task_name, attempts, last_error FROM sqlatasks_tasks"
+                    f" WHERE ({bad_rows}) AND failed_at IS NOT NULL"
                 )
-                bad = {name: (attempts, error) for name, attempts, error in found.all()}
-            await anyio.sleep(0.1)
+            )
+            return {name: (attempts, error) for name, attempts, error in found.all()}
+
+    bad = await eventually(
+        parked_bad_rows, lambda bad: len(bad) == 2, what="both bad rows parked", timeout=30
+    )
     raises = await chaos.enqueue(tasks.always_fails, 2, park=True)  # max_attempts 3
     exits = await chaos.enqueue(tasks.exits, 2, park=True)  # max_attempts 2
     await chaos.enqueue(tasks.work, 30, sleep=0.05)
@@ -49,7 +54,7 @@ async def test_poison_tasks_park_and_the_rest_flows(chaos: Chaos) -> None:
     verdict.assert_ok()
     assert verdict.completed == 30
     assert verdict.parked == 4
-    rows = {r.key: r for r in await ledger.read_rows(chaos.engine)}
+    rows = {r.key: r for r in await invariants.read_rows(chaos.engine)}
     assert [rows[k].attempts for k in raises + exits] == [3, 3, 2, 2]
     # Tasks running beside an os._exit die with its process: each of those re-runs has it as cause.
     assert {d.cause for d in verdict.duplicates} <= {"task called os._exit (mid-task)"}

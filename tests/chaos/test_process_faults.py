@@ -8,21 +8,26 @@ import signal
 import time
 
 import anyio
+import pytest
 from sqlalchemy import text
 
-from tests.chaos import ledger, tasks
-from tests.chaos.harness import Chaos, alive, wait_dead
-from tests.chaos.ledger import read_executions
+from tests.chaos import invariants, tasks
+from tests.chaos.harness import Chaos
+from tests.chaos.invariants import read_executions
+from tests.eventually import eventually
+from tests.processes import alive, wait_dead
+
+pytestmark = pytest.mark.slow
 
 
 async def started(chaos: Chaos, count: int) -> list[tuple[int, int]]:
     """Wait for `count` executions to start; (key, pid) of each."""
-    with anyio.fail_after(60):
-        while True:
-            runs = read_executions(chaos.folder)
-            if len(runs) >= count:
-                return [(r.key, r.pid) for r in runs]
-            await anyio.sleep(0.05)
+    runs = await eventually(
+        lambda: read_executions(chaos.folder),
+        lambda runs: len(runs) >= count,
+        what=f"{count} executions to start",
+    )
+    return [(r.key, r.pid) for r in runs]
 
 
 async def test_sigkill_a_worker_mid_task(chaos: Chaos) -> None:
@@ -110,7 +115,7 @@ async def test_a_task_blocking_the_event_loop_gets_its_worker_killed(chaos: Chao
         chaos.faults.record("worker killed as hung", [runs[-1].pid], at=died)
     verdict = await chaos.settled(timeout=60)
     verdict.assert_ok()
-    assert (await ledger.read_rows(chaos.engine))[0].attempts == 2
+    assert (await invariants.read_rows(chaos.engine))[0].attempts == 2
     async with chaos.engine.connect() as conn:
         error = (await conn.execute(text("SELECT last_error FROM sqlatasks_tasks"))).scalar_one()
     assert error.startswith("WorkerLost")
@@ -129,19 +134,18 @@ async def test_a_task_swallowing_or_ignoring_its_cancellation(chaos: Chaos) -> N
     assert (await runner.started(2))[1] != first_pid
     verdict = await chaos.settled(timeout=60)
     verdict.assert_ok()
-    rows = {r.key: r for r in await ledger.read_rows(chaos.engine)}
+    rows = {r.key: r for r in await invariants.read_rows(chaos.engine)}
     assert rows[stubborn].attempts == 1  # parked at its max_attempts, never run twice
     assert rows[swallow[0]].attempts == 2
     assert not alive(run.pid)
 
 
-async def _runs_of(chaos: Chaos, key: int, count: int) -> list[ledger.Execution]:
-    with anyio.fail_after(60):
-        while True:
-            runs = [r for r in read_executions(chaos.folder) if r.key == key]
-            if len(runs) >= count:
-                return runs
-            await anyio.sleep(0.05)
+async def _runs_of(chaos: Chaos, key: int, count: int) -> list[invariants.Execution]:
+    return await eventually(
+        lambda: [r for r in read_executions(chaos.folder) if r.key == key],
+        lambda runs: len(runs) >= count,
+        what=f"{count} executions of key {key}",
+    )
 
 
 async def count(chaos: Chaos, where: str) -> int:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import anyio
 import pytest
@@ -14,7 +13,11 @@ from sqlalchemy import text
 from tests.chaos import tasks
 from tests.chaos.cluster import Cluster, own_cluster
 from tests.chaos.harness import Chaos
-from tests.chaos.ledger import read_executions
+from tests.chaos.invariants import read_executions
+from tests.eventually import eventually
+from tests.processes import Runners
+
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
@@ -24,8 +27,8 @@ def cluster() -> Iterator[Cluster]:
 
 
 @pytest.fixture
-async def on_cluster(cluster: Cluster, tmp_path: Path) -> AsyncIterator[Chaos]:
-    run = Chaos(cluster.url, tmp_path)
+async def on_cluster(cluster: Cluster, start_runner: Runners) -> AsyncIterator[Chaos]:
+    run = Chaos(cluster.url, start_runner)
     yield run
     await run.close()
 
@@ -39,9 +42,11 @@ async def restart_during_a_run(cluster: Cluster, chaos: Chaos, mode: str) -> Non
     )
     await runner.started(2)
     await chaos.enqueue(tasks.work, 400, sleep=0.02)
-    with anyio.fail_after(60):
-        while len(read_executions(chaos.folder)) < 100:
-            await anyio.sleep(0.05)
+    await eventually(
+        lambda: read_executions(chaos.folder),
+        lambda runs: len(runs) >= 100,
+        what="100 executions before the restart",
+    )
     began = time.time()
     await anyio.to_thread.run_sync(cluster.restart, mode)
     chaos.faults.record(f"postgres restart -m {mode}", at=began, until=time.time())
@@ -100,9 +105,12 @@ async def test_lease_expiry_follows_the_database_clock(chaos: Chaos) -> None:
         )
     runner = chaos.runner("--workers", "1", "--concurrency", "4", "--idle-sleep", "0.2")
     await runner.started(1)
-    with anyio.fail_after(30):
-        while len(read_executions(chaos.folder)) < 2:
-            await anyio.sleep(0.05)
+    await eventually(
+        lambda: read_executions(chaos.folder),
+        lambda runs: len(runs) >= 2,
+        what="the two tasks whose leases ran out to run",
+        timeout=30,
+    )
     await anyio.sleep(1.5)  # several more polls: the valid leases keep the worker off
     assert {r.key for r in read_executions(chaos.folder)} == set(keys[2:])
     async with chaos.engine.begin() as conn:  # an hour passes, for the database

@@ -1,7 +1,8 @@
 """The evidence of a chaos run and the invariants it must satisfy.
 
-Executions come from the tasks' own ledgers (tests/chaos/tasks.py), faults from the file the
-test or soak writes as it injects them, and the end state from the queue table. `check`
+Executions and faults both come from the ledger (tests/ledger.py): the tasks
+(tests/chaos/tasks.py) write their starts and ends, the test or soak its faults as it injects
+them; the end state comes from the queue table. `check`
 returns a `Verdict`; `Verdict.problems()` lists every broken invariant:
 
 - every committed task completed (or, for a task built to fail, was parked at max_attempts);
@@ -15,7 +16,6 @@ returns a `Verdict`; `Verdict.problems()` lists every broken invariant:
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import time
 from collections import defaultdict
@@ -26,6 +26,8 @@ from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tests import ledger
 
 FAILED = {"raised", "cancelled", "exit"}
 """End outcomes after which running the task again is a retry, not a duplicate."""
@@ -41,10 +43,10 @@ class Fault:
 
 
 class FaultLog:
-    """Append-only record of injected faults, written by the process that injects them."""
+    """The faults of a run, as `fault` entries of its ledger (written by whoever injects one)."""
 
     def __init__(self, folder: Path) -> None:
-        self.path = folder / "faults.jsonl"
+        self.folder = folder
 
     def record(
         self,
@@ -54,18 +56,15 @@ class FaultLog:
         until: float | None = None,
     ) -> None:
         start = time.time() if at is None else at
-        line = {"kind": kind, "pids": sorted(pids), "at": start, "until": until or start}
-        with self.path.open("a") as file:
-            file.write(json.dumps(line) + "\n")
+        ledger.write(
+            "fault", into=self.folder, at=start, kind=kind, pids=sorted(pids), until=until or start
+        )
 
     def read(self) -> list[Fault]:
-        if not self.path.exists():
-            return []
-        faults = []
-        for line in self.path.read_text().splitlines():
-            raw = json.loads(line)
-            faults.append(Fault(raw["kind"], raw["at"], raw["until"], frozenset(raw["pids"])))
-        return faults
+        return [
+            Fault(e.fields["kind"], e.at, e.fields["until"], frozenset(e.fields["pids"]))
+            for e in ledger.entries(self.folder, "fault")
+        ]
 
 
 @dataclass
@@ -116,23 +115,22 @@ def _cut(span: tuple[float, float], start: float, end: float) -> list[tuple[floa
 def read_executions(folder: Path) -> list[Execution]:
     """Every execution, known by (row id, lease token): one claim's token covers its batch."""
     runs: dict[tuple[int, str], Execution] = {}
-    for path in folder.glob("*.chaos.jsonl"):
-        for line in path.read_text().splitlines():
-            raw: dict[str, Any] = json.loads(line)
-            if raw["event"] == "start":
-                runs[raw["id"], raw["token"]] = Execution(
-                    raw["id"],
-                    raw["key"],
-                    raw["task"],
-                    raw["attempt"],
-                    raw["max_attempts"],
-                    raw["token"],
-                    raw["pid"],
-                    raw["at"],
-                )
-            else:
-                run = runs[raw["id"], raw["token"]]
-                run.end, run.outcome = raw["at"], raw["outcome"]
+    for entry in ledger.entries(folder, "start"):
+        raw: dict[str, Any] = entry.fields
+        assert entry.key is not None
+        runs[raw["id"], raw["token"]] = Execution(
+            raw["id"],
+            entry.key,
+            raw["task"],
+            raw["attempt"],
+            raw["max_attempts"],
+            raw["token"],
+            entry.pid,
+            entry.at,
+        )
+    for entry in ledger.entries(folder, "end"):
+        run = runs[entry.fields["id"], entry.fields["token"]]
+        run.end, run.outcome = entry.at, entry.fields["outcome"]
     return sorted(runs.values(), key=lambda r: r.start)
 
 
