@@ -14,10 +14,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pydantic
-import pydantic_core
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from sqlatasks import cron, errors
+from sqlatasks import cron, errors, payloads
 
 AnyFunction = Callable[..., Awaitable[Any]]
 
@@ -29,6 +28,20 @@ DEFAULT_QUEUE = "default"
 def queue_problem(queue: object) -> str | None:
     if not isinstance(queue, str) or not queue:
         return f"queue must be a non-empty string, not {queue!r}"
+    return text_problem("queue", queue)
+
+
+def text_problem(name: str, value: str) -> str | None:
+    """A string PostgreSQL cannot store in a text column: a NUL, or a lone surrogate (not
+    UTF-8). Refused here, or the caller's transaction would fail at the insert."""
+    if value.isascii() and "\x00" not in value:
+        return None
+    if "\x00" in value:
+        return f"{name} must not contain a NUL character (\\x00), not {value!r}"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return f"{name} must be valid Unicode text (no lone surrogates), not {value!r}"
     return None
 
 
@@ -117,6 +130,9 @@ def parameters(label: str, fn: AnyFunction) -> tuple[type[pydantic.BaseModel], b
             function=label,
             problem=f"the payload annotation must be a pydantic BaseModel subclass, not {model!r}",
         )
+    problem = payloads.model_problem(model)
+    if problem:
+        raise errors.TaskDefinitionError(function=label, problem=problem)
     if len(positional) == 1:
         return model, False
     second = hints.get(positional[1].name)
@@ -145,8 +161,8 @@ def cron_payload(label: str, expression: str, model: type[pydantic.BaseModel]) -
     if problem:
         raise errors.TaskDefinitionError(function=label, problem=problem)
     try:
-        return model().model_dump_json()
-    except (pydantic.ValidationError, pydantic_core.PydanticSerializationError) as exc:
+        return payloads.dump(label, model, model())
+    except (pydantic.ValidationError, errors.PayloadError) as exc:
         raise errors.TaskDefinitionError(
             function=label, problem=f"its payload's defaults do not validate ({exc})"
         ) from exc

@@ -38,9 +38,13 @@ def enqueue(
 ) -> QueuedTask:
     """A new queue row for `fn(payload)`, for the caller to `session.add()`.
 
-    The payload is validated here; a wrong model or invalid values raise PayloadError before
-    anything reaches the database. `delay` counts from the database's clock at insert time
-    (the transaction's `now()`); `run_at` must be timezone-aware.
+    The payload is validated here, and written as the JSON text that a worker loads back equal
+    to it: a wrong model, invalid values, or a value that would not survive JSON (a float
+    `nan`, a `"\\x00"`, a subclass where the field declares its base, docs/payload-evolution.md)
+    raise PayloadError naming the field, before anything reaches the database and without
+    disturbing the caller's transaction; a `unique_key` holding a NUL raises InvalidOption.
+    `delay` counts from the database's clock at insert time (the transaction's `now()`);
+    `run_at` must be timezone-aware.
 
     With `unique_key`, the task is added only if no live task (queued, scheduled or running;
     not parked) holds the same key. Otherwise the row is a duplicate: after `session.flush()`
@@ -81,14 +85,15 @@ async def enqueue_many(
     """Insert one task per payload in the session's transaction by COPY; returns the count.
 
     `payloads` may be any iterable, a generator included: rows stream to the server as they
-    are produced, so a batch is never held in memory whole. A payload that fails validation
-    raises PayloadError and aborts the COPY; the caller's transaction decides the rest.
+    are produced, so a batch is never held in memory whole. A payload `enqueue` would refuse
+    raises PayloadError naming the field; the COPY has begun, and its abort aborts the
+    caller's transaction: roll it back (a savepoint per COPY would cost a subtransaction).
 
     `unique_key` maps each payload (as its validated model) to its key, or None for none; the
     rules of `enqueue(unique_key=...)` apply row by row, earlier rows of the same batch
     included. The count is then of tasks added: duplicates, skipped or reported, are not
     counted. Keyed batches go by INSERT in chunks of UNIQUE_BATCH rows instead of COPY, so
-    that the count is exact.
+    that the count is exact; a bad payload stops them before its chunk is sent.
     """
     task = _task(fn)
     queue_name, prio = _queue(task, queue), _priority(task, priority)
@@ -116,7 +121,14 @@ async def enqueue_many(
             count += 1
             yield (*fixed, task.dump(payload), *tail)
 
-    await sql.task_copy(session, records, delay_seconds=seconds, run_at=run_at)
+    try:
+        await sql.task_copy(session, records, delay_seconds=seconds, run_at=run_at)
+    except errors.PayloadError as exc:
+        exc.add_note(
+            f"enqueue_many: payload {count} (counting from 1) aborted the COPY, and with it "
+            "the transaction; roll it back"
+        )
+        raise
     return count
 
 
@@ -161,6 +173,7 @@ def _unique_key(key: object) -> str:
         raise errors.InvalidOption(
             option="unique_key", problem=f"unique_key must be a non-empty string, not {key!r}"
         )
+    _refuse("unique_key", definition.text_problem("unique_key", key))
     return key
 
 

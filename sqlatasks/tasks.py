@@ -18,10 +18,9 @@ from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar, overload
 
 import pydantic
-import pydantic_core
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from sqlatasks import attempts, definition, errors, registry
+from sqlatasks import attempts, definition, errors, payloads, registry
 from sqlatasks import cron as cronexpr  # `cron` is a parameter of task() and periodic()
 from sqlatasks.attempts import Backoff
 from sqlatasks.definition import DEFAULT_QUEUE
@@ -81,28 +80,16 @@ class Task(Generic[PayloadT]):
         )
 
     def dump(self, payload: PayloadT | Mapping[str, Any]) -> str:
-        """The payload as JSON text, or PayloadError if it is not a valid `self.model`."""
-        try:
-            if isinstance(payload, self.model):
-                return payload.model_dump_json()
-            if isinstance(payload, pydantic.BaseModel):
-                raise errors.PayloadError(
-                    task_name=self.name,
-                    problem=f"expected {self.model.__name__}, got {type(payload).__name__}",
-                )
-            if isinstance(payload, Mapping):
-                return self.model.model_validate(payload).model_dump_json()
-        except (pydantic.ValidationError, pydantic_core.PydanticSerializationError) as exc:
-            raise errors.PayloadError(task_name=self.name, problem=str(exc)) from exc
-        raise errors.PayloadError(
-            task_name=self.name,
-            problem=f"expected {self.model.__name__} or a mapping, got {type(payload).__name__}",
-        )
+        """The payload as JSON text that a worker loads back equal to it (`self.load`), or
+        PayloadError naming the field that is invalid or would not survive JSON
+        (`sqlatasks.payloads`)."""
+        return payloads.dump(self.name, self.model, payload)
 
     def load(self, text: str) -> PayloadT:
-        """The payload model validated from JSON text, or PayloadError."""
+        """The payload model validated from JSON text (keys by alias or by name), or
+        PayloadError."""
         try:
-            return self.model.model_validate_json(text)
+            return payloads.load(self.model, text)
         except pydantic.ValidationError as exc:
             raise errors.PayloadError(task_name=self.name, problem=str(exc)) from exc
 
