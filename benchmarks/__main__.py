@@ -13,6 +13,7 @@ from benchmarks import (
     database,
     depth,
     enqueue_bulk,
+    enqueue_drivers,
     enqueue_single,
     latency,
     measure,
@@ -30,6 +31,7 @@ Scenario = Callable[[str, bool], Coroutine[Any, Any, list[measure.Row]]]
 SCENARIOS: dict[str, Scenario] = {
     "enqueue_single": enqueue_single.run,
     "enqueue_bulk": enqueue_bulk.run,
+    "enqueue_drivers": enqueue_drivers.run,
     "process": process.run,
     "latency": latency.run,
     "notify_cost": notify_cost.run,

@@ -2,17 +2,19 @@
 
 Neither function commits. The tasks become visible to workers only when the caller commits;
 if the transaction (or the savepoint they were added in) rolls back, they never existed.
+Both take an `AsyncSession` or a synchronous `Session` (docs/drivers.md).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
 from itertools import islice
-from typing import Any, Literal, TypeVar, get_args
+from typing import Any, Literal, TypeVar, get_args, overload
 
 import pydantic
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_scoped_session
+from sqlalchemy.orm import Session, scoped_session
 from sqlalchemy.sql.elements import ColumnElement
 
 from sqlatasks import definition, errors, registry, rows, tasks
@@ -70,8 +72,9 @@ def enqueue(
     return row
 
 
-async def enqueue_many(
-    session: AsyncSession,
+@overload
+def enqueue_many(
+    session: AsyncSession | async_scoped_session[Any],
     fn: tasks.Task[PayloadT] | str,
     payloads: Iterable[PayloadT | Mapping[str, Any]],
     *,
@@ -81,8 +84,41 @@ async def enqueue_many(
     run_at: datetime | None = None,
     unique_key: Callable[[PayloadT], str | None] | None = None,
     on_duplicate: OnDuplicate = "skip",
-) -> int:
+) -> Coroutine[Any, Any, int]: ...
+
+
+@overload
+def enqueue_many(
+    session: Session | scoped_session[Any],
+    fn: tasks.Task[PayloadT] | str,
+    payloads: Iterable[PayloadT | Mapping[str, Any]],
+    *,
+    queue: str | None = None,
+    priority: int | None = None,
+    delay: Delay | None = None,
+    run_at: datetime | None = None,
+    unique_key: Callable[[PayloadT], str | None] | None = None,
+    on_duplicate: OnDuplicate = "skip",
+) -> int: ...
+
+
+def enqueue_many(
+    session: AsyncSession | async_scoped_session[Any] | Session | scoped_session[Any],
+    fn: tasks.Task[PayloadT] | str,
+    payloads: Iterable[PayloadT | Mapping[str, Any]],
+    *,
+    queue: str | None = None,
+    priority: int | None = None,
+    delay: Delay | None = None,
+    run_at: datetime | None = None,
+    unique_key: Callable[[PayloadT], str | None] | None = None,
+    on_duplicate: OnDuplicate = "skip",
+) -> Coroutine[Any, Any, int] | int:
     """Insert one task per payload in the session's transaction by COPY; returns the count.
+
+    With an `AsyncSession` (asyncpg or psycopg 3), await it: `n = await enqueue_many(...)`.
+    With a synchronous `Session` (psycopg 3 or psycopg2), call it: `n = enqueue_many(...)`.
+    The options are checked at the call, before anything reaches the database.
 
     `payloads` may be any iterable, a generator included: rows stream to the server as they
     are produced, so a batch is never held in memory whole. A payload `enqueue` would refuse
@@ -96,54 +132,97 @@ async def enqueue_many(
     that the count is exact; a bad payload stops them before its chunk is sent.
     """
     task = _task(fn)
-    queue_name, prio = _queue(task, queue), _priority(task, priority)
-    seconds = _delay_seconds(delay, run_at)
     _check_on_duplicate(on_duplicate)
-    if unique_key is not None:
-        return await _enqueue_unique(
-            session,
-            task,
-            payloads,
-            unique_key,
-            queue=queue_name,
-            priority=prio,
-            delay_seconds=seconds,
-            run_at=run_at,
-            on_duplicate=on_duplicate,
-        )
-    fixed: tuple[Any, ...] = (task.name, queue_name, prio, task.max_attempts)
-    count = 0
-
-    async def records(scheduled_at: datetime | None) -> AsyncIterator[tuple[Any, ...]]:
-        nonlocal count
-        tail = () if scheduled_at is None else (scheduled_at,)
-        for payload in payloads:
-            count += 1
-            yield (*fixed, task.dump(payload), *tail)
-
-    try:
-        await sql.task_copy(session, records, delay_seconds=seconds, run_at=run_at)
-    except errors.PayloadError as exc:
-        exc.add_note(
-            f"enqueue_many: payload {count} (counting from 1) aborted the COPY, and with it "
-            "the transaction; roll it back"
-        )
-        raise
-    return count
+    batch = rows.Batch(
+        task_name=task.name,
+        queue=_queue(task, queue),
+        priority=_priority(task, priority),
+        max_attempts=task.max_attempts,
+        delay_seconds=_delay_seconds(delay, run_at),
+        run_at=run_at,
+        on_duplicate=on_duplicate,
+    )
+    if isinstance(session, scoped_session | async_scoped_session):
+        session = session()  # the current session of the scope
+    if isinstance(session, Session):
+        return _enqueue_many_sync(session, task, batch, payloads, unique_key)
+    if isinstance(session, AsyncSession):
+        return _enqueue_many(session, task, batch, payloads, unique_key)
+    raise TypeError(
+        f"enqueue_many() takes an AsyncSession or a Session, not {type(session).__name__}"
+    )
 
 
-async def _enqueue_unique(
+async def _enqueue_many(
     session: AsyncSession,
+    task: tasks.Task[PayloadT],
+    batch: rows.Batch,
+    payloads: Iterable[PayloadT | Mapping[str, Any]],
+    key_of: Callable[[PayloadT], str | None] | None,
+) -> int:
+    if key_of is not None:
+        added = 0
+        for chunk in _keyed_chunks(task, payloads, key_of):
+            added += await sql.task_insert_keyed(session, chunk, batch)
+        return added
+    records = _Records(task, batch, payloads)
+    await sql.task_copy(session, records, batch)
+    return records.count
+
+
+def _enqueue_many_sync(
+    session: Session,
+    task: tasks.Task[PayloadT],
+    batch: rows.Batch,
+    payloads: Iterable[PayloadT | Mapping[str, Any]],
+    key_of: Callable[[PayloadT], str | None] | None,
+) -> int:
+    if key_of is not None:
+        return sum(
+            sql.task_insert_keyed_sync(session, chunk, batch)
+            for chunk in _keyed_chunks(task, payloads, key_of)
+        )
+    records = _Records(task, batch, payloads)
+    sql.task_copy_sync(session, records, batch)
+    return records.count
+
+
+class _Records:
+    """A batch's COPY rows, validated and counted as the driver reads them."""
+
+    def __init__(
+        self,
+        task: tasks.Task[Any],
+        batch: rows.Batch,
+        payloads: Iterable[Any],
+    ) -> None:
+        self._task = task
+        self._fixed = (batch.task_name, batch.queue, batch.priority, batch.max_attempts)
+        self._payloads = payloads
+        self.count = 0
+
+    def __call__(self, scheduled_at: datetime | None) -> Iterator[tuple[Any, ...]]:
+        tail = () if scheduled_at is None else (scheduled_at,)
+        for payload in self._payloads:
+            self.count += 1
+            try:
+                text = self._task.dump(payload)
+            except errors.PayloadError as exc:
+                exc.add_note(
+                    f"enqueue_many: payload {self.count} (counting from 1) aborted the COPY, "
+                    "and with it the transaction; roll it back"
+                )
+                raise
+            yield (*self._fixed, text, *tail)
+
+
+def _keyed_chunks(
     task: tasks.Task[PayloadT],
     payloads: Iterable[PayloadT | Mapping[str, Any]],
     key_of: Callable[[PayloadT], str | None],
-    *,
-    queue: str,
-    priority: int,
-    delay_seconds: float | None,
-    run_at: datetime | None,
-    on_duplicate: OnDuplicate,
-) -> int:
+) -> Iterator[list[rows.KeyedRow]]:
+    """The keyed batch's rows in chunks of UNIQUE_BATCH, validated as they are made."""
+
     def keyed_rows() -> Iterator[rows.KeyedRow]:
         for payload in payloads:
             text = task.dump(payload)  # validates
@@ -151,21 +230,9 @@ async def _enqueue_unique(
             key = key_of(model)
             yield rows.KeyedRow(text, None if key is None else _unique_key(key))
 
-    added = 0
     chunks = keyed_rows()
     while chunk := list(islice(chunks, UNIQUE_BATCH)):
-        added += await sql.task_insert_keyed(
-            session,
-            chunk,
-            task_name=task.name,
-            queue=queue,
-            priority=priority,
-            max_attempts=task.max_attempts,
-            delay_seconds=delay_seconds,
-            run_at=run_at,
-            on_duplicate=on_duplicate,
-        )
-    return added
+        yield chunk
 
 
 def _unique_key(key: object) -> str:

@@ -1,8 +1,8 @@
 """What an operator does with the queue: look at it, and deal with failed tasks.
 
 Every function takes the application's `AsyncSession` and works in its transaction: nothing is
-committed here. The command line (`python -m sqlatasks status | failed | retry | cancel |
-purge`) calls the same functions.
+committed here; given a synchronous `Session`, each raises TypeError at the call. The command
+line (`python -m sqlatasks status | failed | retry | cancel | purge`) calls the same functions.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from typing import Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from sqlatasks import sessions
 from sqlatasks.rows import FailedTask, QueueStats
 from sqlatasks.sql import operator as sql
 
@@ -26,11 +27,13 @@ __all__ = [
 ]
 
 
+@sessions.async_only
 async def queue_stats(session: AsyncSession) -> list[QueueStats]:
     """Per queue: due, scheduled, running and failed counts, and the oldest due task's wait."""
     return await sql.queue_stats(await session.connection())
 
 
+@sessions.async_only
 async def failed_tasks(
     session: AsyncSession,
     *,
@@ -44,6 +47,7 @@ async def failed_tasks(
     )
 
 
+@sessions.async_only
 async def retry_failed(session: AsyncSession, ids: Sequence[int] | Literal["all"]) -> int:
     """Make parked tasks due now, with their attempts reset; the number retried.
 
@@ -53,11 +57,13 @@ async def retry_failed(session: AsyncSession, ids: Sequence[int] | Literal["all"
     return await sql.failed_retry(await session.connection(), None if ids == "all" else ids)
 
 
+@sessions.async_only
 async def delete_failed(session: AsyncSession, ids: Sequence[int] | Literal["all"]) -> int:
     """Delete parked tasks; the number deleted."""
     return await sql.failed_delete(await session.connection(), None if ids == "all" else ids)
 
 
+@sessions.async_only
 async def cancel(
     session: AsyncSession, task_id: int
 ) -> Literal["deleted", "cancelling", "missing"]:

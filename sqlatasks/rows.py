@@ -37,6 +37,21 @@ class Failure:
 
 
 @dataclass(frozen=True, slots=True)
+class Batch:
+    """What every task of one `enqueue_many` batch shares."""
+
+    task_name: str
+    queue: str
+    priority: int
+    max_attempts: int | None
+    delay_seconds: float | None
+    """Counted from the database's clock (the transaction's `now()`)."""
+    run_at: datetime | None
+    on_duplicate: str
+    """Of keyed batches: "skip" or "report"."""
+
+
+@dataclass(frozen=True, slots=True)
 class KeyedRow:
     """One payload of a keyed `enqueue_many` batch."""
 

@@ -23,19 +23,22 @@ STARTUP_GRACE = 30.0
 
 
 def database_url(value: str) -> str:
-    """A SQLAlchemy URL for asyncpg; plain `postgresql://` is mapped to `postgresql+asyncpg://`."""
+    """The asyncpg URL (`postgresql+asyncpg://`) of any PostgreSQL SQLAlchemy URL.
+
+    The runner and the command line open their own connections through asyncpg, whatever
+    driver the application's URL names (`postgresql://`, `postgresql+psycopg://`,
+    `postgresql+psycopg2://`, ...), so one URL serves both (docs/drivers.md).
+    """
     try:
         url = make_url(value)
     except ArgumentError as exc:
         raise ValueError("not a database URL") from exc
-    if url.drivername in {"postgresql", "postgres"}:
-        url = url.set(drivername="postgresql+asyncpg")
-    if url.drivername != "postgresql+asyncpg":
+    if url.get_backend_name() not in {"postgresql", "postgres"}:
         raise ValueError(
-            f"sqlatasks needs PostgreSQL through asyncpg (postgresql+asyncpg://…), "
-            f"not {url.drivername!r}"
+            f"sqlatasks needs PostgreSQL through asyncpg; give a postgresql:// URL (any "
+            f"driver: the runner connects through asyncpg), not {url.drivername!r}"
         )
-    return url.render_as_string(hide_password=False)
+    return url.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
 
 
 class Settings(BaseSettings):
@@ -44,8 +47,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SQLATASKS_", frozen=True, extra="forbid")
 
     database_url: str = Field(
-        description="SQLAlchemy URL of the queue's database (postgresql+asyncpg://…; "
-        "postgresql:// is accepted)",
+        description="SQLAlchemy URL of the queue's database (postgresql+asyncpg://…; any "
+        "postgresql:// URL is accepted and connected through asyncpg)",
     )
     workers: int = Field(2, ge=1, le=512, description="worker processes per runner")
     concurrency: int = Field(10, ge=1, le=10_000, description="tasks run at once per worker")

@@ -8,8 +8,9 @@
         outcomes = await run_pending(session)
         assert all(isinstance(o, Completed) for o in outcomes)
 
-Both work inside the test's transaction, against the real database, through the same claim,
-execution and outcome writes as the runner; a test that rolls back leaves nothing behind.
+Both take an `AsyncSession` (a synchronous `Session` raises TypeError) and work inside the
+test's transaction, against the real database, through the same claim, execution and outcome
+writes as the runner; a test that rolls back leaves nothing behind.
 Tasks run one at a time, in this process. A task that opens its own database connection does
 not see the test's uncommitted rows. A session task (`async def f(payload, session:
 AsyncSession)`) gets a session on the test's connection, in a SAVEPOINT of its own that also
@@ -24,7 +25,7 @@ from typing import TypeVar
 import pydantic
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from sqlatasks import attempts, completer, execution, registry, tasks, transactions
+from sqlatasks import attempts, completer, execution, registry, sessions, tasks, transactions
 from sqlatasks.execution import (
     Committed,
     Completed,
@@ -54,6 +55,7 @@ PayloadT = TypeVar("PayloadT", bound=pydantic.BaseModel)
 BATCH = 100
 
 
+@sessions.async_only
 async def run_pending(
     session: AsyncSession,
     *,
@@ -105,6 +107,7 @@ async def run_pending(
     return outcomes
 
 
+@sessions.async_only
 async def enqueued(session: AsyncSession, fn: tasks.Task[PayloadT]) -> list[PayloadT]:
     """The payloads of `fn`'s live (not parked) tasks, in the order a worker would claim them."""
     await session.flush()
