@@ -54,7 +54,14 @@ given = config.attributes.get("connection")
 if given is not None:
     _run(given)
 elif context.is_offline_mode():
-    context.configure(url=_url(), target_metadata=Base.metadata, version_table=VERSION_TABLE)
+    # `alembic upgrade head --sql`: the SQL script, for a database this need not reach.
+    url = config.get_main_option("sqlalchemy.url") or os.environ.get("SQLATASKS_DATABASE_URL")
+    context.configure(
+        url=settings.database_url(url) if url else None,
+        dialect_name=None if url else "postgresql",
+        target_metadata=Base.metadata,
+        version_table=VERSION_TABLE,
+    )
     with context.begin_transaction():
         context.run_migrations()
 else:

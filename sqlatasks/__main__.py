@@ -1,4 +1,4 @@
-"""`python -m sqlatasks`: the operator's command line (see sqlatasks.commands)."""
+"""`python -m sqlatasks`: the `sqlatasks` command line (see sqlatasks.commands)."""
 
 import sys
 

@@ -8,6 +8,7 @@ naming anything else is never imported.
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -51,9 +52,28 @@ def longest_timeout(default: float) -> float:
 
 
 def import_modules(modules: Iterable[str]) -> None:
-    """Import the modules a runner was allowed to import, registering their tasks."""
+    """Import the modules a runner was allowed to import, registering their tasks.
+
+    A module that cannot be imported is a ConfigurationError naming it, in one line; when the
+    module itself (or its package) is not found, the line names the current directory and how
+    to make the module importable from it.
+    """
     for module in modules:
-        importlib.import_module(module)
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name is None or not (module + ".").startswith(exc.name + "."):
+                raise _import_failed(module, exc) from exc  # a dependency of the module
+            raise errors.ConfigurationError(
+                f"cannot import {module!r} ({exc}) from the directory {os.getcwd()}: run from "
+                "the project's directory, or set PYTHONPATH to it, or `pip install -e .` there"
+            ) from exc
+        except Exception as exc:
+            raise _import_failed(module, exc) from exc
+
+
+def _import_failed(module: str, exc: Exception) -> errors.ConfigurationError:
+    return errors.ConfigurationError(f"importing {module!r} failed: {errors.one_line(exc)}")
 
 
 def resolve(name: str, allowed: Iterable[str]) -> Task[Any]:

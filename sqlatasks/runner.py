@@ -31,13 +31,13 @@ UNITS = {
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{PROG}: {message} (see --help)\n")
+        self.exit(2, f"{self.prog}: {message} (see --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     """One flag per Settings field; values are validated by Settings, not here."""
     parser = _Parser(
-        prog=PROG,
+        prog=prog,
         description="Run sqlatasks workers: a supervisor keeping N worker processes, each "
         "running up to M tasks at once. Every flag --x-y is also SQLATASKS_X_Y.",
     )
@@ -61,13 +61,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
+    """The runner's command line; `sqlatasks run` is this with `prog="sqlatasks run"`."""
+    args = build_parser(prog).parse_args(argv)
     overrides: dict[str, Any] = {k: v for k, v in vars(args).items() if v is not None}
     try:
         settings = Settings.load(**overrides)
     except errors.ConfigurationError as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
+        print(f"{prog}: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(
         level=settings.log_level,
@@ -76,8 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         registry.import_modules(settings.imports)
-    except Exception as exc:
-        print(f"{PROG}: cannot import {exc.__class__.__name__}: {exc}", file=sys.stderr)
+    except errors.ConfigurationError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
         return 2
     problem: BaseException | None = None
     try:
@@ -87,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         while isinstance(problem, BaseExceptionGroup):  # task groups nest their errors
             problem = problem.exceptions[0]
     if problem is not None:
-        print(f"{PROG}: {problem}", file=sys.stderr)
+        print(f"{prog}: {problem}", file=sys.stderr)
         return 1
     return 0
 

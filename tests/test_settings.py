@@ -72,7 +72,7 @@ def test_invalid_values_name_the_setting(override: dict[str, object], message: s
         (["--task-timeout", "-1"], "invalid --task-timeout"),
         (["--database-url", "mysql://x/y"], "needs PostgreSQL through asyncpg"),
         (["--bogus"], "unrecognized arguments: --bogus"),
-        (["--import", "no_such_module_here"], "cannot import ModuleNotFoundError"),
+        (["--import", "no_such_module_here"], "cannot import 'no_such_module_here'"),
     ],
 )
 def test_runner_bad_start_is_one_line_and_exit_2(args: list[str], message: str) -> None:
