@@ -6,19 +6,27 @@ import nox
 
 nox.options.sessions = ["tests"]
 nox.options.reuse_existing_virtualenvs = True
+nox.needs_version = ">=2025.02.09"  # nox.project.dependency_groups (PEP 735)
+
+PYPROJECT = nox.project.load_toml("pyproject.toml")
+
+
+def _group(name: str) -> list[str]:
+    """A development dependency group of pyproject.toml (not published with the package)."""
+    return list(nox.project.dependency_groups(PYPROJECT, name))
 
 
 @nox.session
 def tests(session: nox.Session) -> None:
     """The test suite against a real PostgreSQL (throwaway unless SQLATASKS_TEST_DATABASE_URL)."""
-    session.install("-e", ".[test]")
+    session.install("-e", ".[embedded,web,psycopg]", *_group("test"))
     session.run("pytest", *session.posargs)
 
 
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff check, ruff format --check, and mypy --strict on the package and its tests."""
-    session.install("-e", ".[lint]")
+    session.install("-e", ".[embedded,web]", *_group("lint"))
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("mypy", "--strict", "sqlatasks", "tests")
@@ -38,7 +46,7 @@ def bench(session: nox.Session) -> None:
     `nox -s bench -- --quick` for a smoke run; name scenarios to run only those. A full run
     also redraws the charts in docs/images from benchmarks/results.
     """
-    session.install("-e", ".[bench]")
+    session.install("-e", ".[embedded,psycopg]", *_group("bench"))
     session.run("python", "-m", "benchmarks", *session.posargs)
     if "--quick" not in session.posargs:
         session.run("python", "-m", "benchmarks.charts")
@@ -47,5 +55,5 @@ def bench(session: nox.Session) -> None:
 @nox.session
 def soak(session: nox.Session) -> None:
     """Faults and a PostgreSQL restart under a steady mixed load; `-- --minutes 5`."""
-    session.install("-e", ".[test]")
+    session.install("-e", ".[embedded,web,psycopg]", *_group("test"))
     session.run("python", "-m", "tests.chaos.soak", *session.posargs)
