@@ -72,6 +72,7 @@ async def fails_at_once(data: Job) -> None:
 async def fails_when_released(data: Job) -> None:
     ledger.write("start", data.key)
     await ledger.gate(f"release-{data.key}", timeout=120)
+    ledger.write("failing", data.key)
     raise RuntimeError(f"job {data.key} fails")
 
 

@@ -102,9 +102,39 @@ async def test_cancellations_from_elsewhere_fail_their_attempt_and_deadlines_sti
 
 
 @pytest.mark.slow
-async def test_cancelled_tasks_that_keep_failing_are_never_retried(
+async def test_a_task_failing_right_after_its_cancel_is_never_retried(
     engine: AsyncEngine, start_runner: Runners, tmp_path: Path
 ) -> None:
+    runners = [start_runner("--workers", "1", "--concurrency", "4", imports=[MODULE]) for _ in "ab"]
+    for runner in runners:
+        await runner.started(1)
+    await put(engine, robust_tasks.fails_when_released, range(8))  # retry_delay=0
+    await ledger.wait_for_entries(tmp_path, "start", 8)
+    async with engine.connect() as conn:
+        query = text("SELECT id, (payload->>'key')::int FROM sqlatasks_tasks")
+        ids: dict[int, int] = {id_: key for id_, key in await conn.execute(query)}
+    pending = dict(ids)
+    while pending:
+        task_id, key = pending.popitem()
+        async with async_sessionmaker(engine)() as session, session.begin():
+            assert await operations.cancel(session, task_id) == "cancelling"
+            # The task fails after `cancel` answered, before its worker can hear of it.
+            ledger.open_gate(tmp_path, f"release-{key}")
+            await ledger.wait_for_entries(tmp_path, "failing", len(ids) - len(pending))
+    await wait_for_tasks(engine, exactly=0, timeout=30)
+    # A task enqueued after the cancels runs to its end, and nothing cancelled came back.
+    await put(engine, robust_tasks.record, range(100, 101))
+    await wait_until_ended(tmp_path, {100})
+    starts = Counter(ledger.keys(ledger.entries(tmp_path, "start")))
+    assert starts == Counter(range(8)) + Counter([100])
+    assert all("Traceback" not in runner.log() for runner in runners)
+
+
+@pytest.mark.slow
+async def test_cancelling_tasks_that_keep_failing_never_says_missing(
+    engine: AsyncEngine, start_runner: Runners, tmp_path: Path
+) -> None:
+    """Churn: 20 tasks failing and claimed again at once, all cancelled while they cycle."""
     runners = [
         start_runner("--workers", "1", "--concurrency", "4", imports=[MODULE]) for _ in range(2)
     ]
