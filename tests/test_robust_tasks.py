@@ -3,7 +3,9 @@ PostgreSQL (docs/reliability.md, docs/cancellation.md)."""
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import time
 from collections import Counter
 from pathlib import Path
@@ -217,6 +219,21 @@ async def test_a_worker_killed_for_an_overrun_gives_its_neighbours_back_uncounte
     (error,) = await last_errors(engine, "failed_at IS NOT NULL AND attempts = 1")
     assert error.startswith("TimeoutError: it ran past its time limit and ignored its cancel")
     assert runner.log().count("sqlatasks.worker: started") == 2
+
+
+@pytest.mark.slow
+async def test_a_worker_dead_for_no_reason_it_named_charges_every_task(
+    engine: AsyncEngine, start_runner: Runners, tmp_path: Path
+) -> None:
+    runner = start_runner("--workers", "1", "--concurrency", "4", imports=[MODULE])
+    (pid,) = await runner.started(1)
+    await put(engine, robust_tasks.until_released, range(10, 12))  # max_attempts=1 each
+    await ledger.wait_for_entries(tmp_path, "start", 2)
+    os.kill(pid, signal.SIGKILL)  # an OOM kill, say: no task to blame, so each is charged
+    await runner.wait_for_log("died holding 2 tasks: each due again")
+    parked = await last_errors(engine, "failed_at IS NOT NULL AND attempts = 1")
+    assert len(parked) == 2
+    assert all(e.startswith("WorkerLost") for e in parked)
 
 
 # -- exception text is capped: head and tail, and how much was cut ---------------------------
