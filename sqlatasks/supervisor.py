@@ -28,7 +28,7 @@ from anyio.abc import TaskGroup
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from sqlatasks import attempts, completer, errors, execution, registry
+from sqlatasks import attempts, completer, connection, errors, execution, registry
 from sqlatasks.backoff import Backoff
 from sqlatasks.settings import STARTUP_GRACE, Settings
 from sqlatasks.sql import claim, server
@@ -95,11 +95,14 @@ class Supervisor:
             allowed_imports=settings.imports,
         )
         # One connection, for start-up checks and releasing dead workers' tasks.
-        self._engine = create_async_engine(
-            settings.database_url,
-            pool_size=1,
-            pool_pre_ping=True,
-            connect_args={"server_settings": {"application_name": "sqlatasks supervisor"}},
+        # A connection left read-only by a failover is discarded, not reused for the rescues.
+        self._engine = connection.discard_broken_connections(
+            create_async_engine(
+                settings.database_url,
+                pool_size=1,
+                pool_pre_ping=True,
+                connect_args={"server_settings": {"application_name": "sqlatasks supervisor"}},
+            )
         )
 
     async def run(self) -> None:
