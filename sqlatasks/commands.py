@@ -34,7 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--database-url", help="SQLAlchemy URL (default: SQLATASKS_DATABASE_URL)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    commands.add_parser("status", help="due, scheduled, running and failed tasks per queue")
+    commands.add_parser(
+        "status",
+        help="due, scheduled, running and failed tasks per queue, and those no runner knew",
+    )
     failed = commands.add_parser("failed", help="list parked (failed) tasks, newest first")
     failed.add_argument("--queue")
     failed.add_argument("--task", dest="task_name", help="a task name, module:function")

@@ -79,6 +79,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         print(f"{PROG}: cannot import {exc.__class__.__name__}: {exc}", file=sys.stderr)
         return 2
+    if not registry.all_tasks():
+        # It could only claim tasks to give them back: a runner that knows no task is a
+        # deployment mistake, not a service.
+        modules = ", ".join(settings.imports) or "nothing (no --import)"
+        print(
+            f"{PROG}: no @task is registered after importing {modules}: give --import the "
+            "modules that define your tasks",
+            file=sys.stderr,
+        )
+        return 2
     problem: BaseException | None = None
     try:
         anyio.run(supervisor.supervise, settings)

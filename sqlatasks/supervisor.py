@@ -26,12 +26,12 @@ import anyio
 import anyio.to_process
 from anyio.abc import TaskGroup
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import create_async_engine
 
-from sqlatasks import attempts, completer, connection, errors, execution, registry
+from sqlatasks import attempts, completer, connection, errors, execution, registry, startup
 from sqlatasks.backoff import Backoff
 from sqlatasks.settings import STARTUP_GRACE, Settings
-from sqlatasks.sql import claim, server
+from sqlatasks.sql import claim
 from sqlatasks.tasks import Task
 from sqlatasks.worker import STOP_NOW, worker_main
 
@@ -101,7 +101,10 @@ class Supervisor:
                 settings.database_url,
                 pool_size=1,
                 pool_pre_ping=True,
-                connect_args={"server_settings": {"application_name": "sqlatasks supervisor"}},
+                connect_args={
+                    "server_settings": {"application_name": "sqlatasks supervisor"},
+                    "timeout": startup.CONNECT_TIMEOUT,
+                },
             )
         )
 
@@ -109,7 +112,8 @@ class Supervisor:
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._watch_signals, tg)
             with anyio.CancelScope() as self._startup:
-                await wait_for_database(self._engine)
+                give_up = startup.BURST_DATABASE_WAIT if self._settings.burst else None
+                await startup.wait_for_database(self._engine, give_up_after=give_up)
                 log.info(
                     "starting %d workers, concurrency %d each",
                     self._settings.workers,
@@ -267,23 +271,6 @@ class Supervisor:
             if seat.scope is not None:
                 log.error("worker-%d did not stop in time: killing it", seat.index)
                 seat.scope.cancel()
-
-
-async def wait_for_database(engine: AsyncEngine) -> None:
-    """Return once the database answers and has the queue table; log one line per failure."""
-    backoff = Backoff(first=1.0, most=30.0)
-    while True:
-        try:
-            async with engine.connect() as conn:
-                if await server.database_check(conn):
-                    return
-            raise errors.ConfigurationError(
-                "the queue table sqlatasks_tasks does not exist: run `alembic upgrade head`"
-            )
-        except (SQLAlchemyError, OSError) as exc:
-            delay = backoff.next()
-            log.error("database unreachable (%s); retrying in %g s", errors.one_line(exc), delay)
-            await anyio.sleep(delay)
 
 
 def relay_logs(read_fd: int) -> None:

@@ -28,6 +28,7 @@ from sqlatasks import attempts, completer, execution, registry, tasks, transacti
 from sqlatasks.execution import (
     Committed,
     Completed,
+    Deferred,
     Failed,
     LeaseLost,
     Limits,
@@ -41,6 +42,7 @@ from sqlatasks.sql import claim, operator
 __all__ = [
     "Committed",
     "Completed",
+    "Deferred",
     "Failed",
     "LeaseLost",
     "Outcome",

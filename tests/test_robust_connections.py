@@ -17,7 +17,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.pool import NullPool
 
-from sqlatasks import enqueue
+from sqlatasks import Task, enqueue
 from tests import ledger, robust_conn_tasks
 from tests.conftest import count_tasks
 from tests.eventually import eventually
@@ -64,9 +64,9 @@ async def _terminate(engine: AsyncEngine, application_name_like: str) -> int:
         return int(found.scalar_one())
 
 
-async def _put(engine: AsyncEngine, fn: object, key: int) -> None:
+async def _put(engine: AsyncEngine, fn: Task[robust_conn_tasks.Mark], key: int) -> None:
     async with AsyncSession(engine) as session, session.begin():
-        session.add(enqueue(fn, robust_conn_tasks.Mark(key=key)))  # type: ignore[call-overload]
+        session.add(enqueue(fn, robust_conn_tasks.Mark(key=key)))
 
 
 async def _no_tasks_left(engine: AsyncEngine) -> None:

@@ -23,7 +23,7 @@ from types import ModuleType
 from alembic import op
 from sqlatasks.models import SCHEMA_COMMENT_PREFIX as COMMENT_PREFIX
 from sqlatasks.models import SCHEMA_VERSION as LATEST
-from sqlatasks.models import TABLE_NAME
+from sqlatasks.models import TABLE_NAME, schema_version
 
 
 def upgrade(version: int = LATEST) -> None:
@@ -50,9 +50,7 @@ def current_version() -> int:
         .exec_driver_sql(f"SELECT obj_description(to_regclass('{TABLE_NAME}'), 'pg_class')")
         .scalar()
     )
-    if not comment:
-        return 0
-    return int(str(comment).removeprefix(COMMENT_PREFIX))
+    return schema_version(comment)
 
 
 def _check(version: int) -> None:
