@@ -7,6 +7,8 @@ The runner's executor, the supervisor's rescue of a dead worker's tasks and
                    cap the claim's lease was sized for
     retry or park  a failed attempt parks the task once it has used max_attempts; otherwise
                    it is due again after the task's delay (fixed, or exponential with jitter)
+    unknown task   a task no runner here knows is given back unrun, uncounted, due again
+                   after UNKNOWN_TASK_WAIT: it waits for a runner that knows it, never parks
     lease          outlasts the longest time limit plus the time the supervisor needs to see
                    a hung worker and kill it (`hang_kill_bound`), so no second worker takes a
                    task while a live one may still be running it
@@ -19,6 +21,11 @@ from dataclasses import dataclass
 from typing import Literal
 
 Backoff = Literal["fixed", "exponential"]
+
+UNKNOWN_TASK_WAIT = 30.0
+"""Seconds before a task that the runner claiming it does not know (errors.TaskUnknown) is due
+again, for any runner: long enough that a runner missing an --import does not spin on the
+rows it cannot run, short against a rolling deploy."""
 
 LEASE_MARGIN = 5.0
 """Seconds of lease past the worst case of killing a hung worker (`hang_kill_bound`): room for

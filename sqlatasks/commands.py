@@ -63,7 +63,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     def add(name: str, what: str) -> argparse.ArgumentParser:
         return commands.add_parser(name, parents=[common], help=what, description=what)
 
-    add("status", "due, scheduled, running and failed tasks per queue")
+    add("status", "due, scheduled, running and failed tasks per queue, and those no runner knew")
     failed = add("failed", "list parked (failed) tasks, newest failure first")
     failed.add_argument("--queue")
     failed.add_argument("--task", dest="task_name", help="a task name, module:function")

@@ -6,7 +6,8 @@ own transaction deletes its row itself, and the claim gives back what a lost cla
 neither is an outcome.)
 
 Outcomes queue up while a write is in flight and go out together in the next one: at most one
-DELETE (acks) and one UPDATE for each other kind, each naming the lease tokens.
+DELETE (acks) and one UPDATE for each other kind (failures, releases, snoozes, deferrals),
+each naming the lease tokens.
 Each statement stands alone (the worker's connections autocommit). A write that fails
 (connection lost, server restarting) is retried with backoff; it is idempotent, since a row
 already written no longer matches its token.
@@ -26,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlatasks import errors, rows
 from sqlatasks.backoff import Backoff
 from sqlatasks.connection import HeldConnection
-from sqlatasks.execution import Completed, Failed, Outcome, Released, Snoozed
+from sqlatasks.execution import Completed, Deferred, Failed, Outcome, Released, Snoozed
 from sqlatasks.sql import outcomes as sql
 
 log = logging.getLogger(__name__)
@@ -162,6 +163,11 @@ async def write_outcomes(conn: AsyncConnection, batch: Sequence[Outcome]) -> int
     ]
     releases = [(o.task.id, o.task.lease_token) for o in batch if isinstance(o, Released)]
     snoozes = [(o.task.id, o.task.lease_token, o.after) for o in batch if isinstance(o, Snoozed)]
+    deferrals = [
+        rows.Failure(o.task.id, o.task.lease_token, o.error, o.after)
+        for o in batch
+        if isinstance(o, Deferred)
+    ]
     written = 0
     if acks:
         written += await sql.task_ack(conn, acks)
@@ -171,4 +177,6 @@ async def write_outcomes(conn: AsyncConnection, batch: Sequence[Outcome]) -> int
         written += await sql.task_release(conn, releases)
     if snoozes:
         written += await sql.task_snooze(conn, snoozes)
+    if deferrals:
+        written += await sql.task_defer(conn, deferrals)
     return written

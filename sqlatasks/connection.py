@@ -1,4 +1,6 @@
-"""One database connection held for the life of a loop, and replaced after an error.
+"""One database connection held for the life of a loop, and replaced after an error; and
+the rule that every pool of the runner discards a connection after a connection-level or
+server-state error (`errors.discards_connection`) instead of handing it out again.
 
 Checking a connection out of SQLAlchemy's pool and back costs about as much as the statement
 itself on the claim and ack path, so the dispatcher and the completer each keep theirs.
@@ -9,10 +11,31 @@ from __future__ import annotations
 import contextlib
 
 import anyio
+from sqlalchemy import event
+from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from sqlatasks import errors
 from sqlatasks.sql import server
+
+
+def discard_broken_connections(engine: AsyncEngine) -> AsyncEngine:
+    """Make `engine`'s pool invalidate a connection (close it for good, and recycle the pool's
+    other connections on their next checkout) whenever a statement fails with an error that
+    `errors.discards_connection` names, as SQLAlchemy already does for a lost connection.
+
+    Without it, a session opened while the server was read-only (a failover to a replica,
+    `default_transaction_read_only`) goes back to the pool after its error and is handed out
+    again for ever, long after the server is writable. Returns `engine`.
+    """
+
+    def on_error(context: ExceptionContext) -> None:
+        if errors.discards_connection(context.original_exception):
+            context.is_disconnect = True
+
+    event.listen(engine.sync_engine, "handle_error", on_error)
+    return engine
 
 
 class HeldConnection:
@@ -35,14 +58,16 @@ class HeldConnection:
         return self._connection
 
     async def close(self) -> None:
-        """Close the held connection (after an error, or at the end); the next `get()` opens a
-        fresh one."""
+        """Discard the held connection (after an error, or at the end): it is invalidated, never
+        returned to the pool, so the next `get()` opens a fresh session whatever state the old
+        one was left in (read-only, mid-statement, cut off)."""
         connection, self._connection = self._connection, None
         if connection is not None:
-            # It is broken already, most likely: closing it may fail, and the pool replaces it.
+            # It is broken already, most likely: invalidating it may fail; it is gone anyway.
             with (
                 anyio.CancelScope(shield=True),
                 anyio.move_on_after(5),
                 contextlib.suppress(SQLAlchemyError, OSError),
             ):
+                await connection.invalidate()
                 await connection.close()

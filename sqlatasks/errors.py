@@ -7,6 +7,7 @@
     ├── InvalidOption            enqueue() was given an option no task could be queued with
     ├── PayloadError             a payload of the wrong model, or one its model rejects
     ├── TaskNotRegistered        a row names no task that this process may run
+    │   └── TaskUnknown          …because nothing here registers that name: it waits
     ├── ConfigurationError       a setting is invalid, or the database cannot be reached
     └── Snooze                   raised by a task: run me again later, this was no failure
 
@@ -80,6 +81,15 @@ class TaskNotRegistered(SqlatasksError, LookupError):
         super().__init__(f"task {name!r} cannot run here: {problem}")
 
 
+class TaskUnknown(TaskNotRegistered):
+    """No task of this name is registered here, and none could be imported from the allowed
+    packages: another runner (a newer deploy, another part of the fleet) may know it.
+
+    Unlike its parent (a name that runs code outside the allowed imports, or a module that
+    fails to import), this is no reason to park the task: it waits for a runner that knows it.
+    """
+
+
 class ConfigurationError(SqlatasksError, ValueError):
     """A setting is invalid or the database cannot be reached."""
 
@@ -97,6 +107,43 @@ class Snooze(SqlatasksError):
             raise ValueError("Snooze(after=...) takes zero or a positive number of seconds")
         self.after = seconds
         super().__init__(f"snooze for {seconds:g} s")
+
+
+DISCARD_CONNECTION_STATES = frozenset({"25006", "57P01", "57P02", "57P03", "57P04"})
+"""SQLSTATEs after which a connection is discarded, never reused: read_only_sql_transaction (a
+session opened while the server was read-only, or on a replica, stays read-only after the
+server is writable again), admin_shutdown, crash_shutdown, cannot_connect_now (starting up,
+in recovery) and database_dropped. Class 08 (connection exceptions) too."""
+NOT_TRANSIENT_STATES = frozenset({"3D000"})
+"""SQLSTATEs of a connection attempt that retrying cannot fix, besides class 28 (invalid
+authorization: a wrong role or password): invalid_catalog_name (no such database)."""
+
+
+def sqlstate(exc: BaseException) -> str | None:
+    """The SQLSTATE the server (or the driver) gave `exc`, looked for along its causes."""
+    seen: BaseException | None = exc
+    for _ in range(5):  # SQLAlchemy's error → the adapter's → the driver's
+        if seen is None:
+            return None
+        state = getattr(seen, "sqlstate", None)
+        if isinstance(state, str):
+            return state
+        seen = getattr(seen, "orig", None) or seen.__cause__
+    return None
+
+
+def discards_connection(exc: BaseException) -> bool:
+    """Whether a connection that raised `exc` must be thrown away rather than used again: the
+    one rule for every pool and held connection of sqlatasks."""
+    state = sqlstate(exc)
+    return state is not None and (state in DISCARD_CONNECTION_STATES or state.startswith("08"))
+
+
+def not_transient(exc: BaseException) -> bool:
+    """Whether a failed connection attempt names a problem that waiting will not solve (a wrong
+    role, password or database name), as opposed to a server that is down or unreachable."""
+    state = sqlstate(exc)
+    return state is not None and (state in NOT_TRANSIENT_STATES or state.startswith("28"))
 
 
 MESSAGE_LIMIT = 2000

@@ -59,6 +59,16 @@ class Snoozed:
 
 
 @dataclass(frozen=True, slots=True)
+class Deferred:
+    """No runner here knows the task (errors.TaskUnknown): give it back unrun, the attempt
+    uncounted, due again in `after` seconds, with `error` (why) kept in last_error."""
+
+    task: ClaimedTask
+    error: str
+    after: float
+
+
+@dataclass(frozen=True, slots=True)
 class Cancelled:
     """An operator cancelled the running task. The cancel deleted its row already (see
     `sql.operator.task_cancel`): nothing is left to write."""
@@ -82,7 +92,7 @@ class LeaseLost:
     task: ClaimedTask
 
 
-Outcome = Completed | Failed | Released | Snoozed | Cancelled | Committed | LeaseLost
+Outcome = Completed | Failed | Released | Snoozed | Deferred | Cancelled | Committed | LeaseLost
 WRITTEN_ELSEWHERE = (Committed, LeaseLost, Cancelled)
 """Outcomes whose row the completer must not touch."""
 
@@ -116,7 +126,7 @@ async def execute(
         # the limit.
         return Failed(claimed, error="WorkerLost: its last attempt never finished", retry_in=None)
     resolved = _resolve(claimed, limits)
-    if isinstance(resolved, Failed):
+    if isinstance(resolved, Failed | Deferred):
         return resolved
     task, payload = resolved
     limit = _time_limit(claimed, task, limits)
@@ -136,12 +146,27 @@ async def execute(
     return Completed(claimed)
 
 
-def _resolve(claimed: ClaimedTask, limits: Limits) -> tuple[Task[Any], Any] | Failed:
-    """The task and its validated payload; a failure that parks the task if either is bad:
-    running it again would fail the same way, so it waits for a person to look at it."""
+_told: set[str] = set()
+"""Names of tasks this worker met and did not know, already logged: one line per name."""
+
+
+def _resolve(claimed: ClaimedTask, limits: Limits) -> tuple[Task[Any], Any] | Failed | Deferred:
+    """The task and its validated payload. A task no runner here knows waits for one that does
+    (Deferred); one it must never run, or whose payload is bad, is parked: running it again
+    would fail the same way, so it waits for a person to look at it."""
     try:
         task = registry.resolve(claimed.task_name, limits.allowed_imports)
         return task, task.load(claimed.payload)
+    except errors.TaskUnknown as exc:
+        if claimed.task_name not in _told:
+            _told.add(claimed.task_name)
+            log.warning(
+                "%s: giving such tasks back, due again in %g s, for a runner that knows them "
+                "(said once per task name)",
+                exc,
+                attempts.UNKNOWN_TASK_WAIT,
+            )
+        return Deferred(claimed, error=errors.describe(exc), after=attempts.UNKNOWN_TASK_WAIT)
     except (errors.TaskNotRegistered, errors.PayloadError) as exc:
         return Failed(claimed, error=errors.describe(exc), retry_in=None)
     except BaseException as exc:  # a model validator that raised something odd: the same

@@ -34,6 +34,14 @@ CLAIM_INDEX_NAME = "sqlatasks_tasks_claim_idx"
 UNIQUE_KEY_INDEX_NAME = "sqlatasks_tasks_unique_key_idx"
 SCHEMA_VERSION = 3  # the migration version this mapping matches
 SCHEMA_COMMENT_PREFIX = "sqlatasks schema version "
+
+
+def schema_version(comment: str | None) -> int:
+    """The schema version a queue table's comment records; 0 when it records none."""
+    number = (comment or "").removeprefix(SCHEMA_COMMENT_PREFIX)
+    return int(number) if comment and comment != number and number.isdigit() else 0
+
+
 NOTIFY_CHANNEL = "sqlatasks"  # the v1 trigger notifies this channel on every insert
 CANCEL_CHANNEL = "sqlatasks_cancel"  # payload: the id of a running task to interrupt
 

@@ -29,7 +29,9 @@ __all__ = [
 
 @sessions.async_only
 async def queue_stats(session: AsyncSession) -> list[QueueStats]:
-    """Per queue: due, scheduled, running and failed counts, and the oldest due task's wait."""
+    """Per queue: due, scheduled, running and failed counts, the oldest due task's wait, and
+    how many tasks wait for a runner that knows them (`unknown`: given back by a runner
+    without their module; see docs/runner.md)."""
     return await sql.queue_stats(await session.connection())
 
 

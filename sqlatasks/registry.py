@@ -3,6 +3,13 @@
 `@task` and `periodic()` add to it at import. A runner imports only the modules it was allowed
 (`--import`), and resolves a queue row's task name lazily only inside those packages: a row
 naming anything else is never imported.
+
+`resolve` also says what a row that cannot run here should do (docs/runner.md, "Tasks a
+runner does not know"): TaskUnknown when another runner may know it (the name is not
+registered here, or its module is another part of the application: not among this runner's
+imports, or not found in this deploy), so it waits; plain TaskNotRegistered when no runner
+of this application should run it (a module of a package none of the imports belongs to, such
+as `os:system`; a module that fails to import), so it is parked.
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ def get(name: str) -> Task[Any]:
     try:
         return _tasks[name]
     except KeyError:
-        raise errors.TaskNotRegistered(
+        raise errors.TaskUnknown(
             name=name, problem="no @task is registered under this name"
         ) from None
 
@@ -63,40 +70,63 @@ def import_modules(modules: Iterable[str]) -> None:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:
             if exc.name is None or not (module + ".").startswith(exc.name + "."):
-                raise _import_failed(module, exc) from exc  # a dependency of the module
+                raise _module_failed(module, exc) from exc  # a dependency of the module
             raise errors.ConfigurationError(
                 f"cannot import {module!r} ({exc}) from the directory {os.getcwd()}: run from "
                 "the project's directory, or set PYTHONPATH to it, or `pip install -e .` there"
             ) from exc
         except Exception as exc:
-            raise _import_failed(module, exc) from exc
+            raise _module_failed(module, exc) from exc
 
 
-def _import_failed(module: str, exc: Exception) -> errors.ConfigurationError:
+def _module_failed(module: str, exc: Exception) -> errors.ConfigurationError:
     return errors.ConfigurationError(f"importing {module!r} failed: {errors.one_line(exc)}")
 
 
 def resolve(name: str, allowed: Iterable[str]) -> Task[Any]:
-    """The task for a queue row, importing its module only if it lies inside `allowed`."""
+    """The task for a queue row, importing its module only if it lies inside `allowed`.
+
+    Raises TaskUnknown if the row may be another runner's to run, TaskNotRegistered (never
+    TaskUnknown) if it names code outside the application's packages or a broken module.
+    """
     task = _tasks.get(name)
     if task is not None:
         return task
+    allowed = list(allowed)
     module, sep, _ = name.partition(":")
-    if not sep or not module:
-        raise errors.TaskNotRegistered(name=name, problem="a task name has the form module:name")
-    if not any(module == package or module.startswith(package + ".") for package in allowed):
-        raise errors.TaskNotRegistered(
+    if not sep or not module:  # a custom @task(name=...) registered by another runner, perhaps
+        return get(name)
+    if not _inside(module, allowed):
+        if not _inside(module, [package.partition(".")[0] for package in allowed]):
+            raise errors.TaskNotRegistered(
+                name=name,
+                problem=f"module {module!r} is outside the allowed imports {sorted(allowed)}; "
+                "add it with --import",
+            )
+        raise errors.TaskUnknown(
             name=name,
-            problem=f"module {module!r} is outside the allowed imports {sorted(allowed)}; "
-            "add it with --import",
+            problem=f"module {module!r} is not among this runner's imports {sorted(allowed)}",
         )
     try:
         importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name is None or not _inside(module, [exc.name]):
+            raise _import_failed(name, module, exc) from exc
+        # Not in this deploy (yet): a newer one may have it.
+        raise errors.TaskUnknown(name=name, problem=f"module {module!r} is not found") from exc
     except Exception as exc:
-        raise errors.TaskNotRegistered(
-            name=name, problem=f"importing {module!r} failed: {errors.one_line(exc)}"
-        ) from exc
+        raise _import_failed(name, module, exc) from exc
     return get(name)
+
+
+def _inside(module: str, packages: Iterable[str]) -> bool:
+    return any(module == package or module.startswith(package + ".") for package in packages)
+
+
+def _import_failed(name: str, module: str, exc: Exception) -> errors.TaskNotRegistered:
+    return errors.TaskNotRegistered(
+        name=name, problem=f"importing {module!r} failed: {errors.one_line(exc)}"
+    )
 
 
 def add_schedule(schedule: Schedule) -> None:

@@ -71,6 +71,9 @@ class QueueStats:
     failed: int
     oldest_due_seconds: float | None
     """Age of the oldest due task (how long it has waited past its due time)."""
+    unknown: int
+    """Tasks waiting for a runner that knows them: the last runner to claim each had no such
+    task (its last_error says TaskUnknown) and gave it back. Due or scheduled, not failed."""
 
 
 @dataclass(frozen=True, slots=True)

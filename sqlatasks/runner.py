@@ -80,6 +80,16 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
     except errors.ConfigurationError as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return 2
+    if not registry.all_tasks():
+        # It could only claim tasks to give them back: a runner that knows no task is a
+        # deployment mistake, not a service.
+        modules = ", ".join(settings.imports) or "nothing (no --import)"
+        print(
+            f"{prog}: no @task is registered after importing {modules}: give --import the "
+            "modules that define your tasks",
+            file=sys.stderr,
+        )
+        return 2
     problem: BaseException | None = None
     try:
         anyio.run(supervisor.supervise, settings)

@@ -25,12 +25,11 @@ import anyio
 import anyio.to_process
 from anyio.abc import TaskGroup
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import create_async_engine
 
-from sqlatasks import attempts, errors, execution, rescue
+from sqlatasks import attempts, connection, errors, execution, rescue, startup
 from sqlatasks.backoff import Backoff
 from sqlatasks.settings import STARTUP_GRACE, Settings
-from sqlatasks.sql import server
 from sqlatasks.worker import STOP_NOW, worker_main
 
 log = logging.getLogger(__name__)
@@ -99,18 +98,25 @@ class Supervisor:
             allowed_imports=settings.imports,
         )
         # One connection, for start-up checks and releasing dead workers' tasks.
-        self._engine = create_async_engine(
-            settings.database_url,
-            pool_size=1,
-            pool_pre_ping=True,
-            connect_args={"server_settings": {"application_name": "sqlatasks supervisor"}},
+        # A connection left read-only by a failover is discarded, not reused for the rescues.
+        self._engine = connection.discard_broken_connections(
+            create_async_engine(
+                settings.database_url,
+                pool_size=1,
+                pool_pre_ping=True,
+                connect_args={
+                    "server_settings": {"application_name": "sqlatasks supervisor"},
+                    "timeout": startup.CONNECT_TIMEOUT,
+                },
+            )
         )
 
     async def run(self) -> None:
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._watch_signals, tg)
             with anyio.CancelScope() as self._startup:
-                await wait_for_database(self._engine)
+                give_up = startup.BURST_DATABASE_WAIT if self._settings.burst else None
+                await startup.wait_for_database(self._engine, give_up_after=give_up)
                 log.info(
                     "starting %d workers, concurrency %d each",
                     self._settings.workers,
@@ -260,23 +266,6 @@ class Supervisor:
             if seat.scope is not None:
                 log.error("worker-%d did not stop in time: killing it", seat.index)
                 seat.scope.cancel()
-
-
-async def wait_for_database(engine: AsyncEngine) -> None:
-    """Return once the database answers and has the queue table; log one line per failure."""
-    backoff = Backoff(first=1.0, most=30.0)
-    while True:
-        try:
-            async with engine.connect() as conn:
-                if await server.database_check(conn):
-                    return
-            raise errors.ConfigurationError(
-                "the queue table sqlatasks_tasks does not exist: run `alembic upgrade head`"
-            )
-        except (SQLAlchemyError, OSError) as exc:
-            delay = backoff.next()
-            log.error("database unreachable (%s); retrying in %g s", errors.one_line(exc), delay)
-            await anyio.sleep(delay)
 
 
 def relay_logs(read_fd: int) -> None:

@@ -29,6 +29,7 @@ from sqlatasks import attempts, completer, execution, registry, sessions, tasks,
 from sqlatasks.execution import (
     Committed,
     Completed,
+    Deferred,
     Failed,
     LeaseLost,
     Limits,
@@ -42,6 +43,7 @@ from sqlatasks.sql import claim, operator
 __all__ = [
     "Committed",
     "Completed",
+    "Deferred",
     "Failed",
     "LeaseLost",
     "Outcome",

@@ -28,7 +28,7 @@ import anyio
 from anyio.abc import TaskStatus
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from sqlatasks import attempts, listener, registry, scheduler, transactions
+from sqlatasks import attempts, connection, listener, registry, scheduler, transactions
 from sqlatasks.completer import Completer
 from sqlatasks.dispatcher import ClaimPolicy, Dispatcher
 from sqlatasks.execution import Limits
@@ -157,6 +157,8 @@ def _engines(
     # synchronous_commit off: a crash of the server may forget the last claims and outcomes
     # this worker wrote, and every such loss makes a task run again — never makes one vanish.
     # That is at-least-once, as promised; enqueues keep the application's own setting.
+    # Both pools discard a connection after a read-only or shutdown error (failover): see
+    # connection.discard_broken_connections.
     engine = create_async_engine(
         settings.database_url,
         pool_size=3 if with_scheduler else 2,
@@ -180,7 +182,9 @@ def _engines(
         pool_pre_ping=True,
         connect_args={"server_settings": {"application_name": f"sqlatasks tasks {worker_id}"}},
     )
-    return engine, task_engine
+    return connection.discard_broken_connections(engine), connection.discard_broken_connections(
+        task_engine
+    )
 
 
 async def serve(parts: Parts, settings: Settings, heartbeat: Path) -> None:

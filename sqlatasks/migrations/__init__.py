@@ -40,7 +40,7 @@ from sqlalchemy.sql.elements import quoted_name
 from alembic import op
 from sqlatasks.models import SCHEMA_COMMENT_PREFIX as COMMENT_PREFIX
 from sqlatasks.models import SCHEMA_VERSION as LATEST
-from sqlatasks.models import TABLE_NAME, Base
+from sqlatasks.models import TABLE_NAME, Base, schema_version
 
 __all__ = [
     "LATEST",
@@ -93,9 +93,7 @@ def current_version(connection: Connection | None = None) -> int:
     comment = bind.exec_driver_sql(
         f"SELECT obj_description(to_regclass('{TABLE_NAME}'), 'pg_class')"
     ).scalar()
-    if not comment:
-        return 0
-    return int(str(comment).removeprefix(COMMENT_PREFIX))
+    return schema_version(comment)
 
 
 def run(connection: Connection, version: int = LATEST) -> tuple[int, int]:

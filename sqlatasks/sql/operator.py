@@ -38,7 +38,10 @@ SELECT queue,
        count(*) FILTER (WHERE failed_at IS NOT NULL) AS failed,
        extract(epoch FROM now() - min(scheduled_at) FILTER (
            WHERE failed_at IS NULL AND scheduled_at <= now()
-             AND (locked_until IS NULL OR locked_until < now())))::float8 AS oldest_due_seconds
+             AND (locked_until IS NULL OR locked_until < now())))::float8 AS oldest_due_seconds,
+       -- given back by a runner that did not know them (execution.Deferred): still waiting
+       count(*) FILTER (WHERE failed_at IS NULL AND last_error LIKE 'TaskUnknown:%'
+                        AND (locked_until IS NULL OR locked_until < now())) AS unknown
 FROM {TABLE_NAME}
 GROUP BY queue
 ORDER BY queue

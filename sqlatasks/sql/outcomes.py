@@ -121,3 +121,34 @@ async def task_snooze(conn: AsyncConnection, later: Sequence[tuple[int, uuid.UUI
         },
     )
     return result.rowcount
+
+
+_DEFER = text(f"""
+-- no runner here knows the task: back in the queue later, unrun, for a runner that knows it
+UPDATE {TABLE_NAME} AS t
+SET locked_until = NULL,
+    locked_by = NULL,
+    lease_token = NULL,
+    attempts = t.attempts - 1,     -- not run, so not an attempt
+    last_error = later.why,        -- what `status` counts as waiting for a runner
+    scheduled_at = now() + make_interval(secs => later.after)
+FROM unnest(CAST(:ids AS bigint[]), CAST(:tokens AS uuid[]),
+            CAST(:whys AS text[]), CAST(:afters AS float8[]))
+     AS later(id, token, why, after)
+WHERE t.id = later.id AND t.lease_token = later.token
+""")
+
+
+async def task_defer(conn: AsyncConnection, later: Sequence[rows.Failure]) -> int:
+    """Give back leased tasks unrun, due again after `retry_in` seconds with `error` as their
+    last_error and the attempt uncounted; returns rows changed."""
+    result = await conn.execute(
+        _DEFER,
+        {
+            "ids": [d.id for d in later],
+            "tokens": [d.lease_token for d in later],
+            "whys": [d.error for d in later],
+            "afters": [d.retry_in for d in later],
+        },
+    )
+    return result.rowcount

@@ -7,10 +7,14 @@ from datetime import datetime
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from sqlatasks import models
 from sqlatasks.models import TABLE_NAME
 
 _SET_NAME = text("SELECT set_config('application_name', :name, false)")
-_TABLE_EXISTS = text("SELECT to_regclass(:name) IS NOT NULL")
+_SCHEMA = text(
+    "-- does the queue table exist, and which schema version does its comment record?\n"
+    "SELECT to_regclass(:name) IS NOT NULL, obj_description(to_regclass(:name), 'pg_class')"
+)
 _NOW = text("SELECT now()")
 
 
@@ -19,10 +23,11 @@ async def connection_name(conn: AsyncConnection, name: str) -> None:
     await conn.execute(_SET_NAME, {"name": name})
 
 
-async def database_check(conn: AsyncConnection) -> bool:
-    """Whether the queue table exists (the database answered if this returns at all)."""
-    found = await conn.execute(_TABLE_EXISTS, {"name": TABLE_NAME})
-    return bool(found.scalar_one())
+async def schema_version(conn: AsyncConnection) -> int | None:
+    """The schema version the queue table records in its comment (what `alembic upgrade`
+    wrote: see sqlatasks.migrations); 0 if it records none, None if there is no queue table."""
+    exists, comment = (await conn.execute(_SCHEMA, {"name": TABLE_NAME})).one()
+    return models.schema_version(comment) if exists else None
 
 
 async def database_now(conn: AsyncConnection) -> datetime:
