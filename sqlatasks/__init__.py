@@ -25,7 +25,9 @@ from sqlatasks.errors import (
 )
 from sqlatasks.models import QueuedTask
 from sqlatasks.operations import cancel, delete_failed, failed_tasks, queue_stats, retry_failed
+from sqlatasks.status import TaskInfo, get_task, get_task_by_key, kept_counts
 from sqlatasks.tasks import Schedule, Task, periodic, task
+from sqlatasks.waiting import wait_for
 
 __all__ = [
     "ConfigurationError",
@@ -38,6 +40,7 @@ __all__ = [
     "SqlatasksError",
     "Task",
     "TaskDefinitionError",
+    "TaskInfo",
     "TaskNameTaken",
     "TaskNotRegistered",
     "TaskRun",
@@ -47,8 +50,12 @@ __all__ = [
     "enqueue",
     "enqueue_many",
     "failed_tasks",
+    "get_task",
+    "get_task_by_key",
+    "kept_counts",
     "periodic",
     "queue_stats",
     "retry_failed",
     "task",
+    "wait_for",
 ]

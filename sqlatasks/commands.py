@@ -1,6 +1,7 @@
 """`sqlatasks` (or `python -m sqlatasks`): the operator's and deployer's command line.
 
     status | failed | retry | cancel | purge     the queue and its failed tasks (operations.py)
+    show ID [--payload]                         one task: its state, times, error and result
     migrate | sql                               the schema: apply it, or print its DDL
     run                                         the runner, as `python -m sqlatasks.runner`
 
@@ -24,15 +25,23 @@ import anyio
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
-from sqlatasks import errors, migrations, operations, runner, settings
+from sqlatasks import errors, migrations, operations, runner, settings, status
 
 PROG = "python -m sqlatasks"
-OPERATOR_COMMANDS = {"status", "failed", "retry", "cancel", "purge"}
+OPERATOR_COMMANDS = {"status", "failed", "retry", "cancel", "purge", "show"}
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: {message} (see --help)\n")
+
+
+class _Record(dict[str, Any]):
+    """One item, printed as `field  value` lines rather than a one-row table."""
+
+
+class TaskUnknown(Exception):
+    """`show` of a task the database knows nothing of."""
 
 
 class SchemaBehind(Exception):
@@ -63,7 +72,14 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     def add(name: str, what: str) -> argparse.ArgumentParser:
         return commands.add_parser(name, parents=[common], help=what, description=what)
 
-    add("status", "due, scheduled, running and failed tasks per queue, and those no runner knew")
+    add(
+        "status",
+        "due, scheduled, running, failed and kept finished tasks per queue, and those no "
+        "runner knew",
+    )
+    show = add("show", "one task: state, attempts, times, last error and result (if kept)")
+    show.add_argument("id", type=int, metavar="ID")
+    show.add_argument("--payload", action="store_true", help="print its payload too")
     failed = add("failed", "list parked (failed) tasks, newest failure first")
     failed.add_argument("--queue")
     failed.add_argument("--task", dest="task_name", help="a task name, module:function")
@@ -128,7 +144,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
         return 2
     try:
         result = anyio.run(_run, url, args)
-    except SchemaBehind as exc:
+    except (SchemaBehind, TaskUnknown) as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return 1
     except (SQLAlchemyError, OSError) as exc:
@@ -188,7 +204,17 @@ async def _command(session: AsyncSession, args: argparse.Namespace) -> Any:
     ids = ids or list(getattr(args, "ids", []))
     match args.command:
         case "status":
-            return await operations.queue_stats(session)
+            return _with_kept(
+                await operations.queue_stats(session), await status.kept_counts(session)
+            )
+        case "show":
+            found = await status.get_task(session, args.id, payload=args.payload)
+            if found is None:
+                raise TaskUnknown(f"nothing is known of task {args.id} (finished and not kept?)")
+            shown = _Record(dataclasses.asdict(found))
+            if not args.payload:
+                del shown["payload"]
+            return shown
         case "failed":
             return await operations.failed_tasks(
                 session, queue=args.queue, task_name=args.task_name, limit=args.limit
@@ -202,13 +228,40 @@ async def _command(session: AsyncSession, args: argparse.Namespace) -> Any:
     raise AssertionError(args.command)
 
 
+def _with_kept(
+    queues: Sequence[operations.QueueStats], kept: Sequence[status.KeptCount]
+) -> list[dict[str, Any]]:
+    """Each queue's live counts and its kept finished tasks' counts, in one row."""
+    by_queue = {k.queue: k for k in kept}
+    names = sorted({q.queue for q in queues} | set(by_queue))
+    live = {q.queue: dataclasses.asdict(q) for q in queues}
+    empty = dict.fromkeys(["due", "scheduled", "running", "failed"], 0)
+    merged = []
+    for name in names:
+        row = live.get(name, {"queue": name, **empty, "oldest_due_seconds": None})
+        found = by_queue.get(name)
+        row["completed"] = found.completed if found else 0
+        row["cancelled"] = found.cancelled if found else 0
+        merged.append(row)
+    return merged
+
+
 def _print(result: Any, *, as_json: bool) -> None:
-    rows = [dataclasses.asdict(r) for r in result] if isinstance(result, list) else [result]
+    if isinstance(result, list):
+        rows = [r if isinstance(r, dict) else dataclasses.asdict(r) for r in result]
+    else:
+        rows = [result]
     if as_json:
         print(json.dumps(rows if isinstance(result, list) else result, default=_json, indent=2))
         return
     if isinstance(result, str):
         print(result, end="")
+        return
+    if isinstance(result, _Record):
+        width = max(map(len, result))
+        for field, value in result.items():
+            shown = value if isinstance(value, str) else _cell(value)  # errors: whole
+            print(f"{field.ljust(width)}  {shown}")
         return
     if not rows:
         print("(none)")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
+from typing import Literal
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -154,8 +155,12 @@ class Completer:
 
 async def write_outcomes(conn: AsyncConnection, batch: Sequence[Outcome]) -> int:
     """Write a batch of outcomes, one statement per kind; the number of rows changed.
-    Outcomes in `execution.WRITTEN_ELSEWHERE` have no row to write, and are skipped."""
-    acks = [(o.task.id, o.task.lease_token) for o in batch if isinstance(o, Completed)]
+    Outcomes in `execution.WRITTEN_ELSEWHERE` have no row to write, and are skipped. Tasks that
+    keep nothing are deleted by the plain DELETE; only kept ones take the statement that moves
+    them to the finished tasks."""
+    ended = [o for o in batch if isinstance(o, Completed)]
+    acks = [(o.task.id, o.task.lease_token) for o in ended if o.kept is None]
+    kept = [_finished(o) for o in ended if o.kept is not None]
     failures = [
         rows.Failure(o.task.id, o.task.lease_token, o.error, o.retry_in)
         for o in batch
@@ -171,8 +176,13 @@ async def write_outcomes(conn: AsyncConnection, batch: Sequence[Outcome]) -> int
     written = 0
     if acks:
         written += await sql.task_ack(conn, acks)
+    if kept:
+        written += await sql.task_ack_kept(conn, kept)
     if failures:
         written += await sql.task_fail(conn, failures)
+        parked = [f.id for f in failures if f.retry_in is None]
+        if parked:  # for wait_for(); a retried failure is not an end
+            await sql.parked_notify(conn, parked)
     if releases:
         written += await sql.task_release(conn, releases)
     if snoozes:
@@ -180,3 +190,11 @@ async def write_outcomes(conn: AsyncConnection, batch: Sequence[Outcome]) -> int
     if deferrals:
         written += await sql.task_defer(conn, deferrals)
     return written
+
+
+def _finished(outcome: Completed) -> rows.Finished:
+    assert outcome.kept is not None
+    state: Literal["completed", "cancelled"] = (
+        "completed" if isinstance(outcome, Completed) else "cancelled"
+    )
+    return rows.Finished(outcome.task.id, outcome.task.lease_token, state, outcome.kept)

@@ -148,6 +148,24 @@ def parameters(label: str, fn: AnyFunction) -> tuple[type[pydantic.BaseModel], b
     return model, True
 
 
+def result_type(label: str, fn: AnyFunction) -> Any:
+    """The type of what the task returns, from its return annotation (Any without one): a
+    pydantic model or any type pydantic can write as JSON; refused here otherwise, since a kept
+    result is stored as JSON."""
+    returns = typing.get_type_hints(fn).get("return", Any)  # resolvable: `parameters` checked
+    if returns is None:
+        return type(None)
+    try:
+        pydantic.TypeAdapter(returns).json_schema(mode="serialization")
+    except pydantic.PydanticUserError as exc:
+        raise errors.TaskDefinitionError(
+            function=label,
+            problem=f"its return annotation {returns!r} cannot be stored as JSON: return a "
+            f"pydantic model or a JSON-able value ({str(exc).partition(chr(10))[0]})",
+        ) from exc
+    return returns
+
+
 def cron_payload(label: str, expression: str, model: type[pydantic.BaseModel]) -> str:
     """The payload of every run of a cron task (its model's defaults) as JSON text."""
     problem = cron.cron_problem(expression)
@@ -175,6 +193,7 @@ def check_options(
     timeout: float | None,
     retry_delay: float | None,
     max_attempts: int | None,
+    keep: float | None = None,
 ) -> None:
     problem = (
         queue_problem(queue)
@@ -186,6 +205,7 @@ def check_options(
             else seconds_problem("retry_delay", retry_delay, zero_ok=True)
         )
         or max_attempts_problem(max_attempts)
+        or (None if keep is None else seconds_problem("keep", keep, zero_ok=True))
     )
     if problem:
         raise errors.TaskDefinitionError(function=label, problem=problem)

@@ -24,7 +24,7 @@ from sqlatasks import attempts, errors, execution, registry
 from sqlatasks.backoff import Backoff
 from sqlatasks.completer import Completer
 from sqlatasks.connection import HeldConnection
-from sqlatasks.execution import Cancelled, Failed, LeaseLost, Limits, Released
+from sqlatasks.execution import Failed, LeaseLost, Limits, Released
 from sqlatasks.rows import ClaimedTask
 from sqlatasks.sql import claim as sql
 from sqlatasks.transactions import RunInTransaction
@@ -266,7 +266,7 @@ class Dispatcher:
         if outcome is None or (
             running.scope.cancel_called and not isinstance(outcome, execution.WRITTEN_ELSEWHERE)
         ):
-            outcome = Cancelled(claimed)
+            outcome = execution.Cancelled(claimed)
             log.info("task %d %s cancelled while running", claimed.id, claimed.task_name)
         del self._running[claimed.id]
         if not isinstance(outcome, execution.WRITTEN_ELSEWHERE):

@@ -13,14 +13,14 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 import anyio
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from sqlatasks import attempts, errors, registry
 from sqlatasks.context import TaskRun, running
-from sqlatasks.rows import ClaimedTask
+from sqlatasks.rows import ClaimedTask, Keep
 from sqlatasks.tasks import Task
 from sqlatasks.transactions import RunInTransaction
 
@@ -29,9 +29,10 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Completed:
-    """The task returned: delete its row."""
+    """The task returned: delete its row (moved to the finished tasks when `kept`)."""
 
     task: ClaimedTask
+    kept: Keep | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +107,8 @@ class Limits:
     timeout_cap: float
     """No attempt runs longer than this: the lease of the claim was sized for it."""
     allowed_imports: Sequence[str]
+    keep: float = 0.0
+    """Seconds a finished task is kept when its @task does not say (--keep)."""
 
 
 async def execute(
@@ -133,7 +136,7 @@ async def execute(
     ends = anyio.current_time() + limit
     if on_start is not None:
         on_start(ends)
-    ran = await _perform(claimed, task, payload, transactions, ends)
+    ran = await _perform(claimed, task, payload, transactions, ends, _keeping(task, limits))
     # First: a commit that went through is final, even if the deadline passed while it ran.
     if ran.committed is not None:
         return Committed(claimed) if ran.committed else LeaseLost(claimed)
@@ -143,7 +146,25 @@ async def execute(
         return Snoozed(claimed, after=ran.raised.after)
     if ran.raised is not None:
         return failure(claimed, task, limits, errors.describe(ran.raised, with_traceback=True))
-    return Completed(claimed)
+    return Completed(claimed, ran.returned if isinstance(ran.returned, Keep) else None)
+
+
+def _keeping(task: Task[Any], limits: Limits) -> Callable[[Any, float], Keep | None]:
+    """What to keep of a finished run of `task`, given its return value and its start (anyio's
+    clock): nothing (None) when it is not kept, so the hot path writes what it always did."""
+    seconds = task.keep if task.keep is not None else limits.keep
+    if not seconds:
+        return lambda _value, _started: None
+
+    def keep(value: Any, started: float) -> Keep:
+        try:
+            result = task.dump_result(value)
+        except Exception as exc:  # pydantic's serialization error, or a model's own
+            log.warning("task %s: its result is not kept (%s)", task.name, errors.one_line(exc))
+            result = None
+        return Keep(seconds, result, anyio.current_time() - started)
+
+    return keep
 
 
 _told: set[str] = set()
@@ -181,6 +202,8 @@ class _Ran:
     """A session task's transaction: committed, or its lease was lost; None for others."""
     raised: BaseException | None
     timed_out: bool
+    returned: Keep | None
+    """What to keep of a run that returned, when the task is kept."""
 
 
 async def _perform(
@@ -189,6 +212,7 @@ async def _perform(
     payload: Any,
     transactions: RunInTransaction,
     deadline: float,
+    keep: Callable[[Any, float], Keep | None],
 ) -> _Ran:
     run = TaskRun(
         id=claimed.id,
@@ -200,12 +224,19 @@ async def _perform(
     )
     committed: bool | None = None
     raised: BaseException | None = None
+    returned: Keep | None = None
+    started = anyio.current_time()
+
+    async def in_session(session: AsyncSession) -> Keep | None:
+        # Kept in the task's own transaction: the result commits with its writes, or not at all.
+        return keep(await task(payload, session), started)
+
     with anyio.CancelScope(deadline=deadline) as scope, running(run):
         try:
             if task.wants_session:
-                committed = await transactions(claimed, partial(task, payload))
+                committed = await transactions(claimed, in_session)
             else:
-                await task(payload)
+                returned = keep(await task(payload), started)
         except BaseException as exc:
             if cancelled_by_us(exc):
                 raise  # our deadline (caught by its scope), an operator's cancel, or shutdown
@@ -216,7 +247,7 @@ async def _perform(
             _forget_native_cancel(exc)
     # cancel_called, not cancelled_caught: a task that swallowed its cancellation and
     # returned still ran past its limit, and counts as a failure.
-    return _Ran(committed, raised, timed_out=scope.cancel_called)
+    return _Ran(committed, raised, timed_out=scope.cancel_called, returned=returned)
 
 
 def cancelled_by_us(exc: BaseException) -> bool:

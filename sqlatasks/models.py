@@ -32,7 +32,8 @@ TABLE_NAME = "sqlatasks_tasks"
 PERIODIC_TABLE_NAME = "sqlatasks_periodic"
 CLAIM_INDEX_NAME = "sqlatasks_tasks_claim_idx"
 UNIQUE_KEY_INDEX_NAME = "sqlatasks_tasks_unique_key_idx"
-SCHEMA_VERSION = 3  # the migration version this mapping matches
+FINISHED_TABLE_NAME = "sqlatasks_finished"
+SCHEMA_VERSION = 4  # the migration version this mapping matches
 SCHEMA_COMMENT_PREFIX = "sqlatasks schema version "
 
 
@@ -44,6 +45,7 @@ def schema_version(comment: str | None) -> int:
 
 NOTIFY_CHANNEL = "sqlatasks"  # the v1 trigger notifies this channel on every insert
 CANCEL_CHANNEL = "sqlatasks_cancel"  # payload: the id of a running task to interrupt
+FINISHED_CHANNEL = "sqlatasks_finished"  # payload: ids of tasks just kept or parked, "1,2,3"
 
 
 class JsonText(TypeDecorator[Any]):
@@ -127,6 +129,46 @@ class ScheduleSlot(Base):
     last_slot: Mapped[datetime] = mapped_column(TIMESTAMP(timezone=True))
 
 
+class FinishedTask(Base):
+    """A finished task kept for `get_task` (schema version 4), until `keep_until`.
+
+    Written only by the completer and a session task's transaction (sqlatasks.sql.outcomes);
+    mapped here so that the migrations test can check it against `alembic upgrade head`.
+    """
+
+    __tablename__ = FINISHED_TABLE_NAME
+    __table_args__ = (
+        CheckConstraint(
+            "state IN ('completed', 'cancelled')", name="sqlatasks_finished_state_check"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    task_name: Mapped[str] = mapped_column(Text)
+    queue: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(Text)
+    payload: Mapped[Any] = mapped_column(JSONB)
+    result: Mapped[Any | None] = mapped_column(JSONB)
+    attempts: Mapped[int] = mapped_column(Integer)
+    max_attempts: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    unique_key: Mapped[str | None] = mapped_column(Text)
+    worker: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(TIMESTAMP(timezone=True))
+    started_at: Mapped[datetime | None] = mapped_column(TIMESTAMP(timezone=True))
+    finished_at: Mapped[datetime] = mapped_column(
+        TIMESTAMP(timezone=True), server_default=func.now()
+    )
+    keep_until: Mapped[datetime] = mapped_column(TIMESTAMP(timezone=True))
+
+
+Index("sqlatasks_finished_keep_until_idx", FinishedTask.keep_until)
+Index(
+    "sqlatasks_finished_unique_key_idx",
+    FinishedTask.unique_key,
+    FinishedTask.id,
+    postgresql_where=FinishedTask.unique_key.isnot(None),
+)
 Index(
     CLAIM_INDEX_NAME,
     QueuedTask.priority.desc(),

@@ -12,7 +12,7 @@ from typing import Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from sqlatasks import sessions
+from sqlatasks import registry, sessions
 from sqlatasks.rows import FailedTask, QueueStats
 from sqlatasks.sql import operator as sql
 
@@ -67,7 +67,7 @@ async def delete_failed(session: AsyncSession, ids: Sequence[int] | Literal["all
 
 @sessions.async_only
 async def cancel(
-    session: AsyncSession, task_id: int
+    session: AsyncSession, task_id: int, *, keep: float | None = None
 ) -> Literal["deleted", "cancelling", "missing"]:
     """Cancel a task: delete its row, whatever its state. "deleted" if it was queued,
     scheduled or parked; "cancelling" if it was running: when the session commits, its worker
@@ -76,5 +76,12 @@ async def cancel(
     Once the session commits, no attempt of the task starts again: a running attempt that
     fails, times out or loses its worker afterwards writes nothing. Interrupting the running
     attempt is cooperative: a worker that misses the notice (its LISTEN connection is down)
-    lets that attempt run to its end."""
-    return await sql.task_cancel(await session.connection(), task_id)
+    lets that attempt run to its end.
+
+    Kept as `cancelled` for `get_task` and `wait_for` (docs/status.md) for `keep` seconds;
+    by default for the task's own `@task(keep=)` when this process has imported the task,
+    else not kept."""
+    task_keeps = {t.name: t.keep for t in registry.all_tasks() if t.keep}
+    return await sql.task_cancel(
+        await session.connection(), task_id, keep=keep, task_keeps=task_keeps
+    )

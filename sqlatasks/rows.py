@@ -9,6 +9,11 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, Literal
+
+TaskState = Literal["scheduled", "queued", "running", "failed", "completed", "cancelled"]
+FINAL_STATES: frozenset[TaskState] = frozenset({"failed", "completed", "cancelled"})
+"""States a task leaves only by an operator's hand (retry, purge) or by pruning."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +29,72 @@ class ClaimedTask:
     """Attempts including this one."""
     max_attempts: int | None
     lease_token: uuid.UUID
+
+
+@dataclass(frozen=True, slots=True)
+class Keep:
+    """A finished task to keep in the finished-tasks table for `seconds`."""
+
+    seconds: float
+    result: str | None
+    """What the task returned, as JSON text; None when it returned None (or is cancelled)."""
+    ran_for: float | None
+    """Seconds its last attempt ran, by the worker's clock, from which the database derives
+    started_at; None when unknown (a cancel)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """A finished task to move from the queue to the finished-tasks table, if its lease holds."""
+
+    id: int
+    lease_token: uuid.UUID
+    state: Literal["completed", "cancelled"]
+    keep: Keep
+
+
+@dataclass(frozen=True, slots=True)
+class TaskInfo:
+    """What is known of one task, as `get_task()` returns it (and `sqlatasks show` prints it).
+
+    The state is the database's at the time of the read: `scheduled` (due later), `queued`
+    (due), `running` (leased), `failed` (parked), and, for a task that was kept, `completed`
+    or `cancelled`.
+    """
+
+    id: int
+    state: TaskState
+    task_name: str
+    queue: str
+    attempts: int
+    max_attempts: int | None
+    last_error: str | None
+    unique_key: str | None
+    enqueued_at: datetime
+    scheduled_at: datetime | None
+    """When it is (or was last) due; None for a finished task."""
+    started_at: datetime | None
+    """The last attempt's start, for a finished task (a running one shows `worker` instead)."""
+    finished_at: datetime | None
+    """When it completed, was cancelled, or was parked."""
+    worker: str | None
+    """The worker running it, or that ran its last attempt."""
+    result: Any = None
+    """A kept task's return value: an instance of its return annotation when the task is
+    registered in this process, else the decoded JSON."""
+    payload: Any = None
+    """Only when asked for (`get_task(..., payload=True)`): the decoded JSON."""
+
+
+@dataclass(frozen=True, slots=True)
+class KeptCount:
+    """Kept finished tasks of one queue, as `kept_counts()` and `sqlatasks status` show them."""
+
+    queue: str
+    completed: int
+    cancelled: int
+    oldest_seconds: float | None
+    """Age of the oldest kept task (since it finished)."""
 
 
 @dataclass(frozen=True, slots=True)

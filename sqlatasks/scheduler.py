@@ -8,6 +8,10 @@ Every tick reads the database's `now()` and each schedule's row, then per schedu
   `last_slot` up to it and enqueue the task, in one statement. Only the latest slot is ever
   fired, however many passed since `last_slot`: no burst after downtime.
 
+Every tick also prunes kept finished tasks past their `keep_until`, in batches of PRUNE_BATCH
+rows and at most PRUNE_ROUNDS batches per tick, so that a backlog is worked off without holding
+the loop: the table stays bounded by what finishes within a retention time plus one tick.
+
 Any number of runners may tick at once: the row lock lets one win each slot, the others'
 statements update nothing. Ticks follow the next slot, at most `check_interval` apart, so a
 local clock that drifts from the database's costs at most one interval of lateness.
@@ -26,11 +30,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlatasks import errors, rows
 from sqlatasks.backoff import Backoff
 from sqlatasks.connection import HeldConnection
+from sqlatasks.sql import outcomes
 from sqlatasks.sql import periodic as sql
 from sqlatasks.tasks import Schedule
 
 log = logging.getLogger(__name__)
 
+PRUNE_BATCH = 1000
+"""Kept tasks deleted per statement: short row locks and a bounded WAL burst."""
+PRUNE_ROUNDS = 10
 MIN_WAIT = 0.05
 """Seconds at least between ticks, so that a slot just due is not polled in a tight loop."""
 
@@ -61,7 +69,9 @@ async def run(
 async def tick(
     conn: AsyncConnection, schedules: Sequence[Schedule], check_interval: float
 ) -> float:
-    """Seat new schedules and fire due slots once; the seconds until the next tick."""
+    """Seat new schedules, fire due slots and prune kept tasks once; the seconds until the
+    next tick."""
+    await prune(conn)
     now, states = await sql.periodic_state(conn, [s.name for s in schedules])
     by_name = {state.name: state for state in states}
     for schedule in schedules:
@@ -70,6 +80,20 @@ async def tick(
     soonest = min(s.next_slot(now) for s in schedules) if schedules else None
     wait = check_interval if soonest is None else (soonest - now).total_seconds()
     return max(MIN_WAIT, min(check_interval, wait))
+
+
+async def prune(conn: AsyncConnection) -> int:
+    """Delete kept tasks past their time, in bounded batches; how many."""
+    pruned = 0
+    with anyio.CancelScope(shield=True):  # one statement at a time, never cut half-way
+        for _ in range(PRUNE_ROUNDS):
+            deleted = await outcomes.finished_prune(conn, PRUNE_BATCH)
+            pruned += deleted
+            if deleted < PRUNE_BATCH:
+                break
+    if pruned:
+        log.debug("pruned %d kept tasks", pruned)
+    return pruned
 
 
 async def _visit(

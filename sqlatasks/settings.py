@@ -76,6 +76,13 @@ class Settings(BaseSettings):
         allow_inf_nan=False,
         description="seconds an idle worker waits before polling, when no NOTIFY wakes it",
     )
+    keep: float = Field(
+        0.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="seconds a finished task is kept for get_task, unless its @task sets keep "
+        "(0: deleted at once)",
+    )
     imports: Annotated[tuple[str, ...], NoDecode] = Field(
         (), description="modules whose tasks this runner may run (repeatable)"
     )

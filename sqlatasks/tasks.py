@@ -11,6 +11,7 @@ while keeping `name=` keeps old rows runnable.
 
 from __future__ import annotations
 
+import functools
 import typing
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -56,6 +57,11 @@ class Task(Generic[PayloadT]):
     retry_delay_max: float = 3600.0
     max_attempts: int | None = None
     """Attempts before the task is parked as failed; None means unlimited."""
+    keep: float | None = None
+    """Seconds a finished (or cancelled) task is kept for `get_task`, with its result; None
+    means the runner's --keep (0 by default: deleted at once)."""
+    returns: Any = Any
+    """The return annotation: the type of a kept result."""
 
     async def __call__(self, payload: PayloadT, session: AsyncSession | None = None) -> Any:
         if not self.wants_session:
@@ -78,6 +84,21 @@ class Task(Generic[PayloadT]):
             backoff=self.backoff,
             retry_delay_max=self.retry_delay_max,
         )
+
+    @functools.cached_property
+    def _results(self) -> pydantic.TypeAdapter[Any]:
+        return pydantic.TypeAdapter(self.returns)
+
+    def dump_result(self, value: Any) -> str | None:
+        """What the task returned, as JSON text (None for None); PydanticSerializationError
+        when it does not fit its annotation's JSON form."""
+        if value is None:
+            return None
+        return self._results.dump_json(value).decode()
+
+    def load_result(self, text: str) -> Any:
+        """A stored result, validated as the return annotation's type."""
+        return self._results.validate_json(text)
 
     def dump(self, payload: PayloadT | Mapping[str, Any]) -> str:
         """The payload as JSON text that a worker loads back equal to it (`self.load`), or
@@ -121,6 +142,7 @@ def task(
     retry_delay_max: float = 3600.0,
     max_attempts: int | None = None,
     cron: str | None = None,
+    keep: float | None = None,
 ) -> _Decorator: ...
 
 
@@ -137,11 +159,14 @@ def task(
     retry_delay_max: float = 3600.0,
     max_attempts: int | None = None,
     cron: str | None = None,
+    keep: float | None = None,
 ) -> Task[Any] | _Decorator:
     """Register an `async def f(payload: SomeModel)` as a task; usable as `@task` or `@task(...)`.
 
     `async def f(payload: SomeModel, session: AsyncSession)` asks for a session whose
     transaction commits the task's writes together with the deletion of its row.
+
+    `keep`: seconds a finished task is kept, with its JSON-able result (docs/status.md).
 
     With `cron` (five fields, UTC, e.g. "*/5 * * * *"), runners also enqueue it once per slot
     of that expression, with the payload model built from its defaults (see `periodic`).
@@ -153,9 +178,10 @@ def task(
 
     def decorate(fn: AnyTaskFunction[Any]) -> Task[Any]:
         label = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
-        definition.check_options(label, queue, priority, timeout, retry_delay, max_attempts)
+        definition.check_options(label, queue, priority, timeout, retry_delay, max_attempts, keep)
         definition.check_backoff(label, backoff, retry_delay_max)
         model, wants_session = definition.parameters(label, fn)
+        returns = definition.result_type(label, fn)
         cron_payload = None if cron is None else definition.cron_payload(label, cron, model)
         built = Task(
             function=fn,
@@ -169,6 +195,8 @@ def task(
             backoff=backoff,
             retry_delay_max=retry_delay_max,
             max_attempts=max_attempts,
+            keep=keep,
+            returns=returns,
         )
         registry.add(built)
         if cron is not None and cron_payload is not None:  # both or neither

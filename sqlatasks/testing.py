@@ -64,6 +64,7 @@ async def run_pending(
     task_timeout: float = 60.0,
     retry_delay: float = 10.0,
     max_rounds: int = 100,
+    keep: float = 0.0,
 ) -> list[Outcome]:
     """Run every due task now, in this process, and write their outcomes; return them.
 
@@ -73,7 +74,8 @@ async def run_pending(
     Tasks that the tasks enqueue run too, if they are due, until nothing due is left (at most
     `max_rounds` claims). Only registered tasks run; a row naming anything else is parked, as
     the runner would. Pending ORM objects are flushed first, so `session.add(enqueue(...))`
-    without a commit is seen.
+    without a commit is seen. Finished tasks are kept (for `get_task`, with their results) as
+    their `@task(keep=...)` says, else for `keep` seconds, like the runner's --keep.
     """
     await session.flush()
     conn = await session.connection()
@@ -84,6 +86,7 @@ async def run_pending(
         retry_delay=retry_delay,
         timeout_cap=registry.longest_timeout(task_timeout),
         allowed_imports=(),
+        keep=keep,
     )
     lease = attempts.lease_seconds(limits.timeout_cap, check_interval=1.0)
     worker_id = f"sqlatasks.testing:{uuid.uuid4().hex[:8]}"

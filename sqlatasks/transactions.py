@@ -22,10 +22,11 @@ import anyio
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, AsyncTransaction
 
-from sqlatasks.rows import ClaimedTask
+from sqlatasks.rows import ClaimedTask, Keep
 from sqlatasks.sql import outcomes as sql
 
-Work = Callable[[AsyncSession], Awaitable[object]]
+Work = Callable[[AsyncSession], Awaitable[Keep | None]]
+"""A session task's work; what it returns is kept with its row (in the same transaction)."""
 RunInTransaction = Callable[[ClaimedTask, Work], Awaitable[bool]]
 """Runs a session task's work in a transaction that also deletes its row: True when it
 committed, False when the lease was lost (rolled back); raises what the work raised."""
@@ -42,7 +43,8 @@ async def run(
     conn: AsyncConnection, transaction: AsyncTransaction, claimed: ClaimedTask, work: Work
 ) -> bool:
     """Run `work(session)` in `transaction` (begun on `conn`), then delete `claimed`'s row under
-    its lease in the same transaction and commit it; if the lease has passed on, roll back.
+    its lease in the same transaction (moving it, with its result, to the finished tasks when
+    `work` returns a Keep) and commit it; if the lease has passed on, roll back.
 
     `transaction` is rolled back if anything is raised or cancelled before the commit.
     """
@@ -50,12 +52,15 @@ async def run(
         bind=conn, join_transaction_mode="create_savepoint", expire_on_commit=False
     )
     try:
-        await work(session)
+        keep = await work(session)
         await session.commit()  # flushes what the task added but did not flush itself
         # Shielded: a COMMIT that is sent must be answered. Cancelled half-way (a deadline, an
         # operator's cancel, shutdown), the connection would be left in doubt.
         with anyio.CancelScope(shield=True), anyio.fail_after(FINISH_TIMEOUT):
-            ours = await sql.task_finish(conn, claimed.id, claimed.lease_token)
+            if keep is None:
+                ours = await sql.task_finish(conn, claimed.id, claimed.lease_token)
+            else:
+                ours = await sql.task_finish_kept(conn, claimed.id, claimed.lease_token, keep)
             if ours:
                 await transaction.commit()
             else:

@@ -89,6 +89,8 @@ class Parts:
     completer: Completer
     dispatcher: Dispatcher
     schedules: list[Schedule]
+    scheduler: bool
+    """Run the scheduler (schedules, pruning of kept tasks): worker 0's part."""
 
     async def close(self) -> None:
         with anyio.CancelScope(shield=True):
@@ -121,6 +123,7 @@ def build(settings: Settings, index: int) -> Parts:
         retry_delay=settings.retry_delay,
         timeout_cap=registry.longest_timeout(settings.task_timeout),
         allowed_imports=settings.imports,
+        keep=settings.keep,
     )
     policy = ClaimPolicy(
         worker_id=worker_id,
@@ -133,16 +136,17 @@ def build(settings: Settings, index: int) -> Parts:
         burst=settings.burst,
     )
     # One scheduler per runner is enough: the database dedupes slots across runners, so more
-    # would only add connections and ticks. Worker 0, because every runner has one.
+    # would only add connections and ticks. Worker 0, because every runner has one. It also
+    # prunes kept tasks, so it runs there even without schedules.
     schedules = registry.all_schedules() if index == 0 else []
-    engine, task_engine = _engines(settings, worker_id, with_scheduler=bool(schedules))
+    engine, task_engine = _engines(settings, worker_id, with_scheduler=index == 0)
     completer = Completer(
         engine, name=f"sqlatasks completer {worker_id}", give_up_after_close=COMPLETER_GRACE
     )
     dispatcher = Dispatcher(
         engine, completer, policy, limits, transactions.TaskConnections(task_engine)
     )
-    return Parts(worker_id, engine, task_engine, completer, dispatcher, schedules)
+    return Parts(worker_id, engine, task_engine, completer, dispatcher, schedules, index == 0)
 
 
 def _engines(
@@ -207,7 +211,7 @@ async def serve(parts: Parts, settings: Settings, heartbeat: Path) -> None:
                     name=f"sqlatasks listener {worker_id}",
                 )
             )
-        if parts.schedules:
+        if parts.scheduler:
             services.start_soon(
                 partial(
                     scheduler.run,

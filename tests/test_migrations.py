@@ -99,7 +99,12 @@ async def test_downgrade_to_v1_and_back(db_url: str, engine: AsyncEngine) -> Non
     comment, columns, functions = await state()
     assert comment == f"sqlatasks schema version {SCHEMA_VERSION}"
     assert columns[-3:] == ["unique_key", "on_duplicate", "duplicate_of"]
-    assert functions == ["sqlatasks_notify", "sqlatasks_unique_check", "sqlatasks_unique_skip"]
+    assert functions == [
+        "sqlatasks_finished_notify",
+        "sqlatasks_notify",
+        "sqlatasks_unique_check",
+        "sqlatasks_unique_skip",
+    ]
     async with engine.connect() as conn:
         assert await conn.run_sync(_diff) == []
 

@@ -13,6 +13,7 @@ def test_all_is_the_public_api_sorted() -> None:
         "SqlatasksError",
         "Task",
         "TaskDefinitionError",
+        "TaskInfo",
         "TaskNameTaken",
         "TaskNotRegistered",
         "TaskRun",
@@ -22,10 +23,14 @@ def test_all_is_the_public_api_sorted() -> None:
         "enqueue",
         "enqueue_many",
         "failed_tasks",
+        "get_task",
+        "get_task_by_key",
+        "kept_counts",
         "periodic",
         "queue_stats",
         "retry_failed",
         "task",
+        "wait_for",
     ]
     assert sqlatasks.__all__ == sorted(sqlatasks.__all__)
     for name in sqlatasks.__all__:

@@ -2,9 +2,11 @@
 
     enqueue    the application (producer role): insert tasks in its own transaction
     claim      workers: lease due tasks, give back a claim whose answer was lost
-    outcomes   workers: ack, fail, release, snooze; finish a session task in its transaction
+    outcomes   workers: ack, fail, release, snooze; finish a session task in its transaction;
+               move kept tasks to the finished table, prune it
     periodic   workers: fire the slots of periodic schedules
     operator   people and scripts: stats, parked tasks, retry, delete, cancel
+    status     applications and people: one task's state and result, kept counts
     server     any role: name a connection, check the schema, read the database clock
 
 The grouping follows the database privileges (docs/reliability.md, tests/test_roles.py): a

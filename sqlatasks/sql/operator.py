@@ -5,14 +5,14 @@ Each runs in the caller's transaction; nothing here commits.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from sqlatasks import rows
-from sqlatasks.models import CANCEL_CHANNEL, TABLE_NAME
+from sqlatasks.models import CANCEL_CHANNEL, FINISHED_TABLE_NAME, TABLE_NAME
 
 _LIST = text(f"""
 -- one task's live payloads, in claim order (sqlatasks.testing.enqueued)
@@ -118,15 +118,29 @@ async def failed_delete(conn: AsyncConnection, ids: Sequence[int] | None) -> int
 
 
 _CANCEL = text(f"""
--- cancel a task: delete its row whatever its state, and tell the worker running it (if any)
+-- cancel a task: delete its row whatever its state, keep it as cancelled if asked, and tell
+-- the worker running it (if any)
 WITH gone AS (
     -- Deleted even while it runs: the row is all a claim can take, so no attempt of this
     -- task starts again, whatever its running attempt does next (fail, time out, lose its
     -- worker); that attempt's outcome matches no row and writes nothing.
     DELETE FROM {TABLE_NAME}
     WHERE id = :id
-    RETURNING id, lease_token IS NOT NULL AS held,
+    RETURNING id, task_name, queue, payload, attempts, max_attempts, last_error, unique_key,
+              locked_by, created_at, lease_token IS NOT NULL AS held,
               coalesce(locked_until >= now(), false) AS running
+), kept AS (
+    -- retention: the caller's `keep`, else the task's own @task(keep=) (names and seconds
+    -- passed in), else none; its trigger wakes wait_for()
+    INSERT INTO {FINISHED_TABLE_NAME} (id, task_name, queue, state, payload, attempts,
+        max_attempts, last_error, unique_key, worker, created_at, keep_until)
+    SELECT g.id, g.task_name, g.queue, 'cancelled', g.payload, g.attempts, g.max_attempts,
+           g.last_error, g.unique_key, g.locked_by, g.created_at,
+           now() + make_interval(secs => coalesce(CAST(:keep AS float8), k.keep))
+    FROM gone AS g
+    LEFT JOIN unnest(CAST(:names AS text[]), CAST(:keeps AS float8[])) AS k(name, keep)
+           ON k.name = g.task_name
+    WHERE coalesce(CAST(:keep AS float8), k.keep, 0) > 0
 )
 SELECT gone.running
 FROM gone
@@ -137,13 +151,20 @@ LEFT JOIN LATERAL (SELECT pg_notify('{CANCEL_CHANNEL}', gone.id::text) WHERE gon
 
 
 async def task_cancel(
-    conn: AsyncConnection, task_id: int
+    conn: AsyncConnection,
+    task_id: int,
+    *,
+    keep: float | None = None,
+    task_keeps: Mapping[str, float] | None = None,
 ) -> Literal["deleted", "cancelling", "missing"]:
     """Delete the task in one statement: "deleted" if it was not running, "cancelling" if a
     worker held it under a valid lease (that worker is told, by NOTIFY on commit, to interrupt
     it), "missing" only if no row with this id existed. Either way, once the caller commits,
-    no attempt of the task starts again."""
-    running = (await conn.execute(_CANCEL, {"id": task_id})).scalar_one_or_none()
+    no attempt of the task starts again. The task is kept as cancelled for `keep` seconds,
+    or else for `task_keeps[its name]`, or not at all."""
+    keeps = dict(task_keeps or {})
+    parameters = {"id": task_id, "keep": keep, "names": list(keeps), "keeps": list(keeps.values())}
+    running = (await conn.execute(_CANCEL, parameters)).scalar_one_or_none()
     if running is None:
         return "missing"
     return "cancelling" if running else "deleted"

@@ -13,7 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from sqlatasks import rows
-from sqlatasks.models import TABLE_NAME
+from sqlatasks.models import FINISHED_CHANNEL, FINISHED_TABLE_NAME, TABLE_NAME
 
 _ACK = text(f"""
 -- finished (or cancelled) tasks leave the queue
@@ -43,6 +43,105 @@ async def task_finish(conn: AsyncConnection, task_id: int, token: uuid.UUID) -> 
     lease; False means another claim took it, and the transaction must roll back."""
     result = await conn.execute(_FINISH, {"id": task_id, "token": token})
     return result.rowcount == 1
+
+
+# The columns a kept task carries from its queue row to the finished-tasks table.
+_KEPT_INSERT = f"""
+INSERT INTO {FINISHED_TABLE_NAME} (id, task_name, queue, state, payload, result, attempts,
+    max_attempts, last_error, unique_key, worker, created_at, started_at, keep_until)
+SELECT id, task_name, queue, state, payload, CAST(result AS jsonb), attempts, max_attempts,
+       last_error, unique_key, locked_by, created_at,
+       now() - make_interval(secs => ran_for), now() + make_interval(secs => keep)
+FROM done
+"""
+_DONE_COLUMNS = """t.id, t.task_name, t.queue, t.payload, t.attempts, t.max_attempts,
+       t.last_error, t.unique_key, t.locked_by, t.created_at"""
+
+_ACK_KEPT = text(f"""
+-- finished (or cancelled) tasks that are kept: out of the queue, into the finished table, in
+-- one statement (its trigger NOTIFYs their ids for wait_for)
+WITH done AS (
+    DELETE FROM {TABLE_NAME} AS t
+    USING unnest(CAST(:ids AS bigint[]), CAST(:tokens AS uuid[]), CAST(:states AS text[]),
+                 CAST(:results AS text[]), CAST(:keeps AS float8[]), CAST(:ran AS float8[]))
+          AS k(id, token, state, result, keep, ran_for)
+    WHERE t.id = k.id AND t.lease_token = k.token
+    RETURNING {_DONE_COLUMNS}, k.state, k.result, k.keep, k.ran_for
+)
+{_KEPT_INSERT}
+""")
+
+
+async def task_ack_kept(conn: AsyncConnection, done: Sequence[rows.Finished]) -> int:
+    """Move finished tasks still held under the given leases to the finished-tasks table;
+    returns rows moved."""
+    result = await conn.execute(
+        _ACK_KEPT,
+        {
+            "ids": [f.id for f in done],
+            "tokens": [f.lease_token for f in done],
+            "states": [f.state for f in done],
+            "results": [f.keep.result for f in done],
+            "keeps": [f.keep.seconds for f in done],
+            "ran": [f.keep.ran_for for f in done],
+        },
+    )
+    return result.rowcount
+
+
+_FINISH_KEPT = text(f"""
+-- a kept session task's row, moved to the finished table in the task's own transaction
+WITH done AS (
+    DELETE FROM {TABLE_NAME} AS t
+    WHERE t.id = :id AND t.lease_token = :token     -- still ours: see task_finish
+    RETURNING {_DONE_COLUMNS}, 'completed' AS state, CAST(:result AS text) AS result,
+              CAST(:keep AS float8) AS keep, CAST(:ran AS float8) AS ran_for
+)
+{_KEPT_INSERT}
+""")
+
+
+async def task_finish_kept(
+    conn: AsyncConnection, task_id: int, token: uuid.UUID, keep: rows.Keep
+) -> bool:
+    """`task_finish` for a kept task: its row and result go to the finished-tasks table, and
+    commit (or roll back) with the task's writes."""
+    result = await conn.execute(
+        _FINISH_KEPT,
+        {
+            "id": task_id,
+            "token": token,
+            "result": keep.result,
+            "keep": keep.seconds,
+            "ran": keep.ran_for,
+        },
+    )
+    return result.rowcount == 1
+
+
+_PARKED_NOTIFY = text(f"""
+-- wake wait_for() on parked tasks (the finished table's trigger does it for kept ones)
+SELECT pg_notify('{FINISHED_CHANNEL}', CAST(:ids AS text))
+""")
+
+
+async def parked_notify(conn: AsyncConnection, ids: Sequence[int]) -> None:
+    """Tell waiters that these tasks were just parked (sent when the statement commits)."""
+    for start in range(0, len(ids), 300):  # a payload holds under 8000 bytes
+        await conn.execute(_PARKED_NOTIFY, {"ids": ",".join(map(str, ids[start : start + 300]))})
+
+
+_PRUNE = text(f"""
+-- kept tasks past their time, oldest first, a bounded batch per statement
+DELETE FROM {FINISHED_TABLE_NAME}
+WHERE id IN (SELECT id FROM {FINISHED_TABLE_NAME} WHERE keep_until < now()
+             ORDER BY keep_until LIMIT :batch)
+""")
+
+
+async def finished_prune(conn: AsyncConnection, batch: int) -> int:
+    """Delete up to `batch` kept tasks whose time has passed; returns how many."""
+    return (await conn.execute(_PRUNE, {"batch": batch})).rowcount
 
 
 _FAIL = text(f"""
