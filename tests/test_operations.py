@@ -86,7 +86,8 @@ async def test_the_command_line(db_url: str, engine: AsyncEngine) -> None:
     assert status.returncode == 0, status.stderr
     header, *lines = status.stdout.splitlines()
     assert header.split() == [
-        "queue", "due", "scheduled", "running", "failed", "oldest_due_seconds", "unknown"
+        "queue", "due", "scheduled", "running", "failed", "oldest_due_seconds", "unknown",
+        "completed", "cancelled",
     ]  # fmt: skip
     assert lines[0].split()[:5] == ["default", "2", "1", "1", "1"]
     as_json = json.loads(cli("--json", "status", url=db_url).stdout)
