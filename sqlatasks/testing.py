@@ -73,15 +73,15 @@ async def run_pending(
     """
     await session.flush()
     conn = await session.connection()
-    # The runner's rules: a task's own timeout beats `task_timeout`, and the lease outlasts
-    # the longest (here there is no supervisor; the lease only has to outlast the run).
+    # The runner's rules: a task's own timeout beats `task_timeout`. No renewal here: the
+    # lease outlasts the longest time limit, as if a supervisor checked every second.
     limits = Limits(
         task_timeout=task_timeout,
         retry_delay=retry_delay,
         timeout_cap=registry.longest_timeout(task_timeout),
         allowed_imports=(),
     )
-    lease = attempts.lease_seconds(limits.timeout_cap, check_interval=1.0)
+    lease = attempts.hang_kill_bound(limits.timeout_cap, 1.0) + attempts.LEASE_MARGIN
     worker_id = f"sqlatasks.testing:{uuid.uuid4().hex[:8]}"
 
     async def in_savepoint(claimed: ClaimedTask, work: transactions.Work) -> bool:
