@@ -1,0 +1,134 @@
+"""Short leases, renewed while a task runs: a dead runner's task waits about one lease for
+another runner (not the longest timeout of any task), and a live one keeps its task however
+long it runs. Real runners against a real PostgreSQL; see docs/reliability.md."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import anyio
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from sqlatasks import enqueue
+from tests.lease_tasks import hangs_first_time, sleeps
+from tests.ledger import entries, wait_for_entries
+from tests.processes import Runner, Runners, now, wait_for_tasks
+from tests.runner_tasks import Job
+
+LEASE = 15.0
+"""Seconds; the shortest lease a 0.5 s check interval allows is 14.25."""
+FAST = ("--check-interval", "0.5", "--lease", str(LEASE), "--idle-sleep", "0.5")
+IMPORTS = ["tests.lease_tasks"]
+SLACK = 45.0
+"""Seconds on top of the lease before a test calls a wait hung (a loaded 2-core machine)."""
+
+
+async def _enqueue(engine: AsyncEngine, *objects: object) -> None:
+    async with AsyncSession(engine) as session, session.begin():
+        session.add_all(objects)
+
+
+Start = Callable[..., Runner]
+
+
+@pytest.fixture
+def start(start_runner: Runners) -> Start:
+    """Starts a runner of tests.lease_tasks with a short lease and quick checks."""
+
+    def starter(*args: str) -> Runner:
+        return start_runner(*FAST, *args, imports=IMPORTS)
+
+    return starter
+
+
+@pytest.mark.slow
+async def test_a_killed_runners_task_is_taken_over_within_the_lease(
+    engine: AsyncEngine, tmp_path: Path, start: Start
+) -> None:
+    # The module has a task with timeout=3600: the lease does not depend on it.
+    doomed: Runner = start("--workers", "1")
+    await doomed.started(1)
+    await _enqueue(engine, enqueue(hangs_first_time, Job(key=1)))
+    await wait_for_entries(tmp_path, "start", 1)
+    doomed.kill()  # supervisor and workers: nothing is left to release the task
+    killed_at = now()
+    heir: Runner = start("--workers", "1")
+    await heir.started(1)
+    # No back-dating: the lease runs out by itself, at most LEASE after its last renewal.
+    (end,) = await wait_for_entries(tmp_path, "end", 1, timeout=LEASE + SLACK)
+    assert end.at - killed_at < LEASE + SLACK
+    assert [e.event for e in entries(tmp_path)] == ["start", "start", "end"]
+    await wait_for_tasks(engine, exactly=0)
+
+
+@pytest.mark.slow
+async def test_a_task_running_several_leases_is_never_taken_over(
+    engine: AsyncEngine, tmp_path: Path, start: Start
+) -> None:
+    first: Runner = start("--workers", "1")
+    await first.started(1)
+    await _enqueue(engine, enqueue(sleeps, Job(key=1, sleep=2.5 * LEASE)))
+    await wait_for_entries(tmp_path, "start", 1)
+    other: Runner = start("--workers", "2")
+    await other.started(2)  # polls every 0.5 s: it would take the task once its lease ran out
+    await wait_for_entries(tmp_path, "end", 1, timeout=2.5 * LEASE + SLACK)
+    await wait_for_tasks(engine, exactly=0)
+    assert [e.event for e in entries(tmp_path)] == ["start", "end"]  # one execution
+    for runner in (first, other):
+        assert "lost its lease" not in runner.log()
+        assert "could not renew" not in runner.log()
+
+
+@pytest.mark.slow
+async def test_a_renewal_that_finds_the_lease_taken_cancels_the_task_and_writes_nothing(
+    engine: AsyncEngine, tmp_path: Path, start: Start
+) -> None:
+    runner: Runner = start("--workers", "1")
+    await runner.started(1)
+    await _enqueue(engine, enqueue(sleeps, Job(key=1, sleep=600)))
+    await wait_for_entries(tmp_path, "start", 1)
+    # Another claim takes the task over (as after an expiry): a new token, a long lease.
+    thief = (
+        "UPDATE sqlatasks_tasks SET lease_token = gen_random_uuid(), locked_by = 'thief', "
+        "locked_until = now() + interval '1 hour'"
+    )
+    async with engine.begin() as conn:
+        await conn.execute(text(thief))
+        token = (await conn.execute(text("SELECT lease_token FROM sqlatasks_tasks"))).scalar_one()
+    # The next renewal (every LEASE / 4) finds the token gone: the execution is cancelled.
+    await runner.wait_for_log(r"task \d+ \S+ attempt 1 lost its lease", timeout=LEASE + SLACK)
+    async with engine.connect() as conn:
+        row = (
+            await conn.execute(text("SELECT lease_token, locked_by, attempts FROM sqlatasks_tasks"))
+        ).one()
+    assert tuple(row) == (token, "thief", 1)  # the old holder wrote nothing about it
+    assert [e.event for e in entries(tmp_path)] == ["start"]  # cancelled, never ended
+
+
+@pytest.mark.slow
+async def test_a_row_locked_by_another_transaction_holds_up_no_renewal(
+    engine: AsyncEngine, tmp_path: Path, start: Start
+) -> None:
+    # A session task's transaction holds its row from its DELETE to its COMMIT; an operator's
+    # statement holds it briefly. Here a transaction of the test holds it for longer than a
+    # renewal period, while another task of the worker needs its lease renewed meanwhile.
+    lease = 40.0  # a renewal every 10 s, trusted for 32.9 s
+    runner: Runner = start("--workers", "1", "--lease", str(lease))
+    await runner.started(1)
+    await _enqueue(
+        engine,
+        enqueue(sleeps, Job(key=1, sleep=lease)),
+        enqueue(sleeps, Job(key=2, sleep=lease)),
+    )
+    await wait_for_entries(tmp_path, "start", 2)
+    async with engine.connect() as conn, conn.begin():
+        await conn.execute(text("SELECT id FROM sqlatasks_tasks ORDER BY id LIMIT 1 FOR UPDATE"))
+        await anyio.sleep(lease / 4 + 3)  # past one renewal, well within the trust
+    await wait_for_entries(tmp_path, "end", 2, timeout=lease + SLACK)
+    await wait_for_tasks(engine, exactly=0)
+    log = runner.log()
+    assert "could not renew" not in log  # the renewal skipped the locked row, on time
+    assert "lost its lease" not in log
