@@ -269,7 +269,7 @@ class Dispatcher:
         # A session task whose commit was under way when the cancel came is done: keep that.
         cut_off = running.lease.cut_off and not isinstance(outcome, execution.WRITTEN_ELSEWHERE)
         if cut_off:
-            outcome = leases.lost(claimed)
+            outcome = leases.lost(claimed, running.lease)
         elif outcome is None or (
             running.scope.cancel_called and not isinstance(outcome, execution.WRITTEN_ELSEWHERE)
         ):

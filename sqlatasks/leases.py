@@ -39,6 +39,8 @@ class Lease:
     def __init__(self, trusted_until: float) -> None:
         self.scope = anyio.CancelScope(deadline=trusted_until)
         """Wraps the execution: cancelled when the lease is lost or no longer trusted."""
+        self.taken_over = False
+        """A renewal found the lease gone (else, if cut off, no renewal got through in time)."""
 
     @property
     def trusted_until(self) -> float:
@@ -54,6 +56,7 @@ class Lease:
         self.scope.deadline = max(self.scope.deadline, trusted_until)
 
     def lost(self) -> None:
+        self.taken_over = True
         self.scope.cancel()
 
 
@@ -112,14 +115,14 @@ def first_trust(lease: float, check_interval: float, claim_sent: float) -> Lease
     return Lease(claim_sent + attempts.lease_trust(lease, check_interval))
 
 
-def lost(claimed: ClaimedTask) -> LeaseLost:
+def lost(claimed: ClaimedTask, lease: Lease) -> LeaseLost:
     """The outcome of a task cut off from its lease: its row may be another claim's now, so
     nothing is written about it (if it is still ours, it is claimed again once it expires)."""
     log.warning(
-        "task %d %s attempt %d lost its lease (taken over, or not renewed in time): "
-        "cancelled; it runs again under a new claim",
+        "task %d %s attempt %d lost its lease (%s): cancelled; it runs again under a new claim",
         claimed.id,
         claimed.task_name,
         claimed.attempts,
+        "taken over by another claim" if lease.taken_over else "not renewed in time",
     )
     return LeaseLost(claimed)

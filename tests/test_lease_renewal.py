@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlatasks import enqueue
 from tests.lease_tasks import hangs_first_time, sleeps
 from tests.ledger import entries, wait_for_entries
+from tests.once_tasks import EFFECTS_DDL, Effect, write_effect
 from tests.processes import Runner, Runners, now, wait_for_tasks
 from tests.runner_tasks import Job
 
@@ -99,7 +100,10 @@ async def test_a_renewal_that_finds_the_lease_taken_cancels_the_task_and_writes_
         await conn.execute(text(thief))
         token = (await conn.execute(text("SELECT lease_token FROM sqlatasks_tasks"))).scalar_one()
     # The next renewal (every LEASE / 4) finds the token gone: the execution is cancelled.
-    await runner.wait_for_log(r"task \d+ \S+ attempt 1 lost its lease", timeout=LEASE + SLACK)
+    await runner.wait_for_log(
+        r"task \d+ \S+ attempt 1 lost its lease \(taken over by another claim\)",
+        timeout=LEASE + SLACK,
+    )
     async with engine.connect() as conn:
         row = (
             await conn.execute(text("SELECT lease_token, locked_by, attempts FROM sqlatasks_tasks"))
@@ -132,3 +136,25 @@ async def test_a_row_locked_by_another_transaction_holds_up_no_renewal(
     log = runner.log()
     assert "could not renew" not in log  # the renewal skipped the locked row, on time
     assert "lost its lease" not in log
+
+
+@pytest.mark.slow
+async def test_a_session_task_commits_though_its_row_was_renewed_during_its_transaction(
+    engine: AsyncEngine, start_runner: Runners
+) -> None:
+    # Its transaction is open (its write done) while the renewal, on another connection,
+    # updates its row twice; its DELETE by token then still finds the row, and commits. No
+    # lock wait either way: the task's transaction locks its row only at its DELETE, and the
+    # renewal skips a locked row (the test above).
+    async with engine.begin() as conn:
+        await conn.execute(text(EFFECTS_DDL))
+    runner = start_runner(*FAST, "--workers", "1", imports=["tests.once_tasks"])
+    await runner.started(1)
+    await _enqueue(engine, enqueue(write_effect, Effect(key=1, after=LEASE / 2 + 1)))
+    await wait_for_tasks(engine, exactly=0, timeout=LEASE + SLACK)
+    async with engine.connect() as conn:
+        rows = (await conn.execute(text("SELECT task_key, attempt FROM effects"))).all()
+    assert [tuple(row) for row in rows] == [(1, 1)]  # committed once, by the first attempt
+    log = runner.log()
+    assert "lost its lease" not in log
+    assert "could not renew" not in log
