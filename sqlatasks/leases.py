@@ -101,9 +101,9 @@ async def keep(
                 continue
             backoff.reset()
             for claimed, held_lease in running:
-                if claimed.lease_token in renewed:
+                if claimed.id in renewed:
                     held_lease.renewed(sent + trust)
-                elif claimed.lease_token not in busy:
+                elif claimed.id not in busy:
                     # Gone: finished just now (harmless: its execution is over) or taken over.
                     held_lease.lost()
     finally:

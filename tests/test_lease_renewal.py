@@ -4,6 +4,8 @@ long it runs. Real runners against a real PostgreSQL; see docs/reliability.md.""
 
 from __future__ import annotations
 
+import re
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,7 +14,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from sqlatasks import enqueue
+from sqlatasks import attempts, enqueue
+from sqlatasks.sql import claim
 from tests.lease_tasks import hangs_first_time, sleeps
 from tests.ledger import entries, wait_for_entries
 from tests.once_tasks import EFFECTS_DDL, Effect, write_effect
@@ -43,6 +46,33 @@ def start(start_runner: Runners) -> Start:
         return start_runner(*FAST, *args, imports=IMPORTS)
 
     return starter
+
+
+async def test_one_renewal_tells_renewed_busy_and_gone_apart(engine: AsyncEngine) -> None:
+    # Three tasks of one claim (one token): one locked by another transaction, one taken over
+    # by another claim, one renewed. By id: the tasks of one claim share its token.
+    await _enqueue(engine, *(enqueue(sleeps, Job(key=k)) for k in (1, 2, 3)))
+    async with engine.connect() as conn:
+        claimed = await claim.task_claim(
+            conn, queues=(), limit=3, lease_seconds=5, worker_id="w", token=uuid.uuid4()
+        )
+        await conn.execute(
+            text("UPDATE sqlatasks_tasks SET lease_token = gen_random_uuid() WHERE id = :id"),
+            {"id": claimed[2].id},
+        )
+        await conn.commit()
+    held = [(task.id, task.lease_token) for task in claimed]
+    async with engine.connect() as locker, locker.begin():
+        lock = text("SELECT 1 FROM sqlatasks_tasks WHERE id = :id FOR UPDATE")
+        await locker.execute(lock, {"id": claimed[0].id})
+        async with engine.connect() as conn:
+            with anyio.fail_after(10):  # SKIP LOCKED: no wait for the locker
+                renewed, busy = await claim.task_renew(conn, held, 600)
+            await conn.commit()
+    assert (renewed, busy) == ({claimed[1].id}, {claimed[0].id})
+    async with engine.connect() as conn:
+        query = "SELECT id FROM sqlatasks_tasks WHERE locked_until > now() + interval '60 s'"
+        assert (await conn.execute(text(query))).scalars().all() == [claimed[1].id]
 
 
 @pytest.mark.slow
@@ -113,29 +143,37 @@ async def test_a_renewal_that_finds_the_lease_taken_cancels_the_task_and_writes_
 
 
 @pytest.mark.slow
-async def test_a_row_locked_by_another_transaction_holds_up_no_renewal(
+async def test_a_row_locked_by_another_transaction_holds_up_no_other_renewal(
     engine: AsyncEngine, tmp_path: Path, start: Start
 ) -> None:
     # A session task's transaction holds its row from its DELETE to its COMMIT; an operator's
-    # statement holds it briefly. Here a transaction of the test holds it for longer than a
-    # renewal period, while another task of the worker needs its lease renewed meanwhile.
-    lease = 40.0  # a renewal every 10 s, trusted for 32.9 s
-    runner: Runner = start("--workers", "1", "--lease", str(lease))
+    # statement holds a row briefly. Here the test holds task 1's row for longer than the
+    # lease is trusted, while task 2 of the same worker needs its lease renewed meanwhile.
+    runner = start("--workers", "1")
     await runner.started(1)
     await _enqueue(
         engine,
-        enqueue(sleeps, Job(key=1, sleep=lease)),
-        enqueue(sleeps, Job(key=2, sleep=lease)),
+        enqueue(sleeps, Job(key=1, sleep=2 * LEASE)),
+        enqueue(sleeps, Job(key=2, sleep=2 * LEASE)),
     )
     await wait_for_entries(tmp_path, "start", 2)
     async with engine.connect() as conn, conn.begin():
-        await conn.execute(text("SELECT id FROM sqlatasks_tasks ORDER BY id LIMIT 1 FOR UPDATE"))
-        await anyio.sleep(lease / 4 + 3)  # past one renewal, well within the trust
-    await wait_for_entries(tmp_path, "end", 2, timeout=lease + SLACK)
+        locked = "SELECT id FROM sqlatasks_tasks WHERE payload->>'key' = '1' FOR UPDATE"
+        await conn.execute(text(locked))
+        # Task 1's lease cannot be renewed meanwhile: it is cut off (its row stays as it is,
+        # claimed again once the lease runs out). Task 2's renewals go on.
+        await runner.wait_for_log(
+            r"attempt 1 lost its lease \(not renewed in time\)", timeout=SLACK
+        )
+        await anyio.sleep(attempts.renewal_period(LEASE) + 1)  # a renewal skips the row again
+    # Task 2 ran once, start to end, never cut off. A renewal that waited for the lock would
+    # have stopped renewing task 2 too, and cut it off (`attempts.lease_trust`).
+    await wait_for_entries(tmp_path, "end", 2, timeout=4 * LEASE + SLACK)
     await wait_for_tasks(engine, exactly=0)
-    log = runner.log()
-    assert "could not renew" not in log  # the renewal skipped the locked row, on time
-    assert "lost its lease" not in log
+    second = [e.event for e in entries(tmp_path) if e.key == 2]
+    assert second == ["start", "end"]
+    assert len(re.findall("lost its lease", runner.log())) == 1  # task 1's, once
+    assert "could not renew" not in runner.log()
 
 
 @pytest.mark.slow

@@ -125,29 +125,30 @@ WITH held AS (
     WHERE t.id = free.id
     RETURNING t.id
 )
-SELECT held.lease_token, renewed.id IS NOT NULL AS renewed
+SELECT held.id, renewed.id IS NOT NULL AS renewed
 FROM held LEFT JOIN renewed ON renewed.id = held.id
 """)
 
 
 async def task_renew(
     conn: AsyncConnection, held: Sequence[tuple[int, uuid.UUID]], lease_seconds: float
-) -> tuple[set[uuid.UUID], set[uuid.UUID]]:
+) -> tuple[set[int], set[int]]:
     """Renew the leases of `held` (id, token) to `lease_seconds` from now, in one statement.
 
-    Returns the tokens (renewed, busy): busy rows are locked by another transaction (a session
-    task finishing, an operator) and were left as they are. A token in neither is gone: its
-    task finished, or its lease passed to another claim.
+    Returns the ids (renewed, busy): busy rows are locked by another transaction (a session
+    task finishing, an operator) and were left as they are. A task in neither is gone: it
+    finished, or its lease passed to another claim. (Ids, not tokens: the tasks of one claim
+    share its token.)
     """
     parameters = {
         "ids": [i for i, _ in held],
         "tokens": [t for _, t in held],
         "lease": lease_seconds,
     }
-    renewed: set[uuid.UUID] = set()
-    busy: set[uuid.UUID] = set()
-    for token, was_renewed in await conn.execute(_RENEW, parameters):
-        (renewed if was_renewed else busy).add(token)
+    renewed: set[int] = set()
+    busy: set[int] = set()
+    for task_id, was_renewed in await conn.execute(_RENEW, parameters):
+        (renewed if was_renewed else busy).add(task_id)
     return renewed, busy
 
 
