@@ -3,15 +3,36 @@
 The runner's executor, the supervisor's rescue of a dead worker's tasks and
 `sqlatasks.testing` all ask these functions; none re-implements them.
 
-    time limit     the task's own timeout, else the runner's --task-timeout; never past the
-                   cap the claim's lease was sized for
+    time limit     the task's own timeout, else the runner's --task-timeout
     retry or park  a failed attempt parks the task once it has used max_attempts; otherwise
                    it is due again after the task's delay (fixed, or exponential with jitter)
     unknown task   a task no runner here knows is given back unrun, uncounted, due again
                    after UNKNOWN_TASK_WAIT: it waits for a runner that knows it, never parks
-    lease          outlasts the longest time limit plus the time the supervisor needs to see
-                   a hung worker and kill it (`hang_kill_bound`), so no second worker takes a
-                   task while a live one may still be running it
+    lease          short (--lease, 60 s by default) and renewed every `renewal_period` while
+                   the task runs, so a dead runner's task waits at most one lease, whatever
+                   the longest timeout; a stopped worker is killed before its last renewal
+                   runs out (the derivation below, checked by tests/test_attempts.py)
+
+The lease, step by step. A renewal sent at time r (the worker's clock) sets
+`locked_until = now() + lease` by the database's clock, so the lease lasts at least until
+r + lease. The worker trusts it only until r + `lease_trust`, where
+
+    lease_trust = lease - hang_kill_bound(0, check_interval) - LEASE_MARGIN
+
+Past that point without a newer renewal (the database is slow or cut off, or the renewal found
+the lease gone), the worker cancels the task; past the trust point + `overdue_grace` a task
+that ignores its cancellation stops the worker's heartbeat (`dispatcher.overdue`), exactly as
+a task past its time limit does. A worker that is stopped (SIGSTOP, a blocked loop) at any
+moment before then stops both renewing and beating. Either way its last heartbeat is written
+at most r + lease_trust + overdue_grace + heartbeat_period, and the supervisor kills it at most
+heartbeat_timeout + check_interval later:
+
+    kill <= r + lease_trust + hang_kill_bound(0, check_interval) = r + lease - LEASE_MARGIN
+
+before the lease can pass to another worker. So no two workers run a task at once while its
+lease is valid, and a dead runner's task is free at most `lease` after its last renewal.
+Renewals come every `renewal_period` = lease / 4, and the trust must cover two of them (one
+renewal may fail or be slow without cancelling anything): lease >= `shortest_lease`.
 """
 
 from __future__ import annotations
@@ -47,9 +68,10 @@ class RetryPolicy:
     """Seconds at most between attempts, with exponential backoff."""
 
 
-def time_limit(policy: RetryPolicy, default: float, cap: float) -> float:
-    """Seconds an attempt may run: the task's timeout, else `default`, at most `cap`."""
-    return min(policy.timeout or default, cap)
+def time_limit(policy: RetryPolicy, default: float) -> float:
+    """Seconds an attempt may run: the task's timeout, else `default`. No cap: the lease is
+    renewed while the task runs, so it does not depend on any time limit."""
+    return policy.timeout or default
 
 
 def retry_delay(policy: RetryPolicy, attempt: int, default: float) -> float:
@@ -113,7 +135,32 @@ def hang_kill_bound(time_limit: float, check_interval: float) -> float:
     )
 
 
-def lease_seconds(longest_time_limit: float, check_interval: float) -> float:
-    """How long a claim holds a task: the worst case of killing a hung worker running the
-    longest time limit, plus LEASE_MARGIN."""
-    return hang_kill_bound(longest_time_limit, check_interval) + LEASE_MARGIN
+def renewal_period(lease: float) -> float:
+    """Seconds between a worker's renewals of the leases of its running tasks."""
+    return lease / 4
+
+
+def lease_trust(lease: float, check_interval: float) -> float:
+    """Seconds after sending a renewal (or a claim) that the worker keeps the task running
+    without a newer one: past it, the task is cancelled, and if it will not stop, its worker
+    is killed before the lease ends (the derivation in the module docstring)."""
+    return lease - hang_kill_bound(0.0, check_interval) - LEASE_MARGIN
+
+
+def shortest_lease(check_interval: float) -> float:
+    """The shortest lease that `check_interval` allows: its trust outlasts two renewal
+    periods, so one failed or slow renewal cancels nothing."""
+    # lease - K - M >= 2 * lease / 4  <=>  lease >= 2 * (K + M)
+    return 2 * (hang_kill_bound(0.0, check_interval) + LEASE_MARGIN)
+
+
+def lease_problem(lease: float, check_interval: float) -> str | None:
+    """Why `lease` is too short for `check_interval`, or None."""
+    least = shortest_lease(check_interval)
+    if lease >= least:
+        return None
+    return (
+        f"a {lease:g} s lease is too short for a {check_interval:g} s check interval: the "
+        f"supervisor may take {hang_kill_bound(0.0, check_interval):g} s to kill a stopped "
+        f"worker, so the lease must be at least {least:g} s"
+    )

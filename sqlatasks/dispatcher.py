@@ -20,7 +20,7 @@ import anyio
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from sqlatasks import attempts, errors, execution, registry
+from sqlatasks import errors, execution, leases
 from sqlatasks.backoff import Backoff
 from sqlatasks.completer import Completer
 from sqlatasks.connection import HeldConnection
@@ -56,7 +56,9 @@ class ClaimPolicy:
     queue_caps: Mapping[str, int]
     """Most tasks of each of these queues running at once in this worker."""
     check_interval: float
-    """The supervisor's; the lease of a claim is derived from it (`attempts.lease_seconds`)."""
+    """The supervisor's; how long a lease is trusted is derived from it (`attempts.lease_trust`)."""
+    lease: float
+    """Seconds a claim (and each renewal) holds a task."""
     idle_sleep: float
     shutdown_timeout: float
     burst: bool
@@ -68,11 +70,13 @@ class Running:
 
     claimed: ClaimedTask
     limits: Limits
-    """Those of its claim: the time limit never outruns the lease the claim took."""
+    """Those of its claim."""
     scope: anyio.CancelScope = dataclasses.field(default_factory=anyio.CancelScope)
     """Cancelled by an operator's cancel (NOTIFY)."""
     deadline: float | None = None
     """When its time limit runs out (anyio's clock), once it has started."""
+    lease: leases.Lease = dataclasses.field(default_factory=lambda: leases.Lease(math.inf))
+    """Renewed while it runs (`leases.keep`); cancels the task once lost or untrusted."""
 
 
 class Dispatcher:
@@ -107,10 +111,19 @@ class Dispatcher:
         """Tasks still running `grace` seconds past their time limit: they ignore their
         cancellation, and only killing the process stops them."""
         now = anyio.current_time()
+        ends = (
+            (r, min(r.deadline or math.inf, r.lease.trusted_until)) for r in self._running.values()
+        )
+        return [r.claimed for r, end in ends if now > end + grace]
+
+    def leased(self, grace: float) -> list[tuple[ClaimedTask, leases.Lease]]:
+        """The leases to renew: not of tasks past their time limit + `grace` (their leases run
+        out while the supervisor kills the worker), nor of tasks already cut off."""
+        now = anyio.current_time()
         return [
-            r.claimed
+            (r.claimed, r.lease)
             for r in self._running.values()
-            if r.deadline is not None and now > r.deadline + grace
+            if not r.lease.cut_off and now <= (r.deadline or math.inf) + grace
         ]
 
     def stop(self, reason: str, *, now: bool = False) -> None:
@@ -149,11 +162,12 @@ class Dispatcher:
             # Quiet before the claim, not only after it: a task that ends while the claim runs
             # may make work due (a retry, a task it enqueued) that the claim could not see.
             quiet = not self._running and not self._completer.pending
-            limits = self._limits_now()
+            limits = self._limits
             try:
                 if self._to_give_back:
                     await self._undo_claims([])
-                claimed = await self._claim(plan, limits)
+                sent = anyio.current_time()
+                claimed = await self._claim(plan)
                 backoff.reset()
             except (SQLAlchemyError, OSError) as exc:
                 delay = backoff.next()
@@ -161,7 +175,8 @@ class Dispatcher:
                 await self._wakeup.wait(delay)
                 continue
             for task in claimed:
-                running = self._running[task.id] = Running(task, limits)
+                lease = leases.first_trust(self._policy.lease, self._policy.check_interval, sent)
+                running = self._running[task.id] = Running(task, limits, lease=lease)
                 executions.start_soon(self._execute, running, name=f"task {task.id}")
             if len(claimed) == sum(limit for _, limit in plan):
                 continue  # there may be more due: claim again once slots free up
@@ -174,14 +189,6 @@ class Dispatcher:
                     await self._completer.flushed()
                 continue
             await self._wakeup.wait(self._policy.idle_sleep)
-
-    def _limits_now(self) -> Limits:
-        """The limits for the next claim: a lazily imported task with a longer timeout than
-        any known before raises the cap, and so the lease, of the claims after it."""
-        longest = registry.longest_timeout(self._limits.task_timeout)
-        if longest > self._limits.timeout_cap:
-            self._limits = dataclasses.replace(self._limits, timeout_cap=longest)
-        return self._limits
 
     def _claim_plan(self) -> list[tuple[Sequence[str], int]]:
         """(queues, how many) for each claim statement to issue now; one without caps."""
@@ -201,13 +208,10 @@ class Dispatcher:
             plan.append((uncapped, free))
         return plan
 
-    async def _claim(
-        self, plan: list[tuple[Sequence[str], int]], limits: Limits
-    ) -> list[ClaimedTask]:
+    async def _claim(self, plan: list[tuple[Sequence[str], int]]) -> list[ClaimedTask]:
         # A claim is never cancelled half-way: its rows would stay leased to no one.
         claimed: list[ClaimedTask] = []
         tokens: list[uuid.UUID] = []
-        lease = attempts.lease_seconds(limits.timeout_cap, self._policy.check_interval)
         with anyio.CancelScope(shield=True):
             try:
                 for queues, limit in plan:
@@ -216,7 +220,7 @@ class Dispatcher:
                         await self._connection.get(),
                         queues=queues,
                         limit=limit,
-                        lease_seconds=lease,
+                        lease_seconds=self._policy.lease,
                         worker_id=self._policy.worker_id,
                         token=tokens[-1],
                     )
@@ -254,7 +258,7 @@ class Dispatcher:
     async def _execute(self, running: Running) -> None:
         claimed = running.claimed
         outcome: execution.Outcome | None = None
-        with running.scope:  # an operator's cancel, by NOTIFY
+        with running.scope, running.lease.scope:  # an operator's cancel (NOTIFY); a lost lease
 
             def started(deadline: float) -> None:
                 running.deadline = deadline
@@ -263,15 +267,20 @@ class Dispatcher:
                 claimed, running.limits, self._transactions, on_start=started
             )
         # A session task whose commit was under way when the cancel came is done: keep that.
-        if outcome is None or (
+        cut_off = running.lease.cut_off and not isinstance(outcome, execution.WRITTEN_ELSEWHERE)
+        if cut_off:
+            outcome = leases.lost(claimed, running.lease)
+        elif outcome is None or (
             running.scope.cancel_called and not isinstance(outcome, execution.WRITTEN_ELSEWHERE)
         ):
             outcome = execution.Cancelled(claimed)
             log.info("task %d %s cancelled while running", claimed.id, claimed.task_name)
         del self._running[claimed.id]
+        assert outcome is not None
         if not isinstance(outcome, execution.WRITTEN_ELSEWHERE):
             self._completer.submit(outcome)
-        _log_outcome(claimed, outcome)
+        if not cut_off:
+            _log_outcome(claimed, outcome)
         self._wakeup.set()
 
 

@@ -104,8 +104,6 @@ class Limits:
 
     task_timeout: float
     retry_delay: float
-    timeout_cap: float
-    """No attempt runs longer than this: the lease of the claim was sized for it."""
     allowed_imports: Sequence[str]
     keep: float = 0.0
     """Seconds a finished task is kept when its @task does not say (--keep)."""
@@ -132,7 +130,7 @@ async def execute(
     if isinstance(resolved, Failed | Deferred):
         return resolved
     task, payload = resolved
-    limit = _time_limit(claimed, task, limits)
+    limit = attempts.time_limit(task.policy, limits.task_timeout)
     ends = anyio.current_time() + limit
     if on_start is not None:
         on_start(ends)
@@ -274,22 +272,6 @@ def _forget_native_cancel(exc: BaseException) -> None:
         return
     if task is not None and task.cancelling():
         task.uncancel()
-
-
-def _time_limit(claimed: ClaimedTask, task: Task[Any], limits: Limits) -> float:
-    limit = attempts.time_limit(task.policy, limits.task_timeout, limits.timeout_cap)
-    if task.timeout is not None and task.timeout > limit:
-        # A task first met by a lazy import, with a longer timeout than any the runner knew
-        # when it claimed it: its lease covers only `limit`. Later claims know the task.
-        log.warning(
-            "task %d %s runs with a %g s limit, not its %g s timeout: it was claimed before "
-            "its module was imported; add that module to --import",
-            claimed.id,
-            claimed.task_name,
-            limit,
-            task.timeout,
-        )
-    return limit
 
 
 def failure(claimed: ClaimedTask, task: Task[Any] | None, limits: Limits, error: str) -> Failed:

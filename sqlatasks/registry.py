@@ -53,11 +53,6 @@ def all_tasks() -> list[Task[Any]]:
     return list(_tasks.values())
 
 
-def longest_timeout(default: float) -> float:
-    """The longest time limit of any registered task, and at least `default` (seconds)."""
-    return max([default, *(t.timeout or 0.0 for t in _tasks.values())])
-
-
 def import_modules(modules: Iterable[str]) -> None:
     """Import the modules a runner was allowed to import, registering their tasks.
 

@@ -24,6 +24,7 @@ UNITS = {
     "task_timeout": "s",
     "retry_delay": "s",
     "check_interval": "s",
+    "lease": "s",
     "idle_sleep": "s",
     "shutdown_timeout": "s",
 }

@@ -11,12 +11,12 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import pydantic
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from sqlatasks import errors
+from sqlatasks import attempts, errors
 
 STARTUP_GRACE = 30.0
 """Seconds a new worker may take to import its modules before its heartbeat is judged."""
@@ -70,6 +70,14 @@ class Settings(BaseSettings):
         allow_inf_nan=False,
         description="seconds between the supervisor's checks of worker life and heartbeat",
     )
+    lease: float = Field(
+        60.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="seconds a claim holds a task, renewed while it runs: the longest a dead "
+        "runner's task waits for another runner; at least 2 x (the time to kill a stopped "
+        "worker + 5), 52 with the default check interval",
+    )
     idle_sleep: float = Field(
         2.0,
         gt=0,
@@ -107,6 +115,16 @@ class Settings(BaseSettings):
     @classmethod
     def _database_url(cls, value: str) -> str:
         return database_url(value)
+
+    @field_validator("lease")
+    @classmethod
+    def _lease(cls, value: float, info: ValidationInfo) -> float:
+        check_interval = info.data.get("check_interval")
+        if check_interval is not None:  # else check_interval's own error is reported
+            problem = attempts.lease_problem(value, check_interval)
+            if problem is not None:
+                raise ValueError(problem)
+        return value
 
     @field_validator("imports", "queues", mode="before")
     @classmethod

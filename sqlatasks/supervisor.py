@@ -94,7 +94,6 @@ class Supervisor:
         self._limits = execution.Limits(
             task_timeout=settings.task_timeout,
             retry_delay=settings.retry_delay,
-            timeout_cap=settings.task_timeout,
             allowed_imports=settings.imports,
         )
         # One connection, for start-up checks and releasing dead workers' tasks.

@@ -25,7 +25,7 @@ from typing import TypeVar
 import pydantic
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from sqlatasks import attempts, completer, execution, registry, sessions, tasks, transactions
+from sqlatasks import completer, execution, sessions, tasks, transactions
 from sqlatasks.execution import (
     Committed,
     Completed,
@@ -55,6 +55,8 @@ __all__ = [
 
 PayloadT = TypeVar("PayloadT", bound=pydantic.BaseModel)
 BATCH = 100
+RUN_LEASE = 86_400.0
+"""Seconds of the lease of a claim by run_pending (no renewal: nothing else claims here)."""
 
 
 @sessions.async_only
@@ -79,16 +81,16 @@ async def run_pending(
     """
     await session.flush()
     conn = await session.connection()
-    # The runner's rules: a task's own timeout beats `task_timeout`, and the lease outlasts
-    # the longest (here there is no supervisor; the lease only has to outlast the run).
+    # The runner's rules: a task's own timeout beats `task_timeout`. No renewal here: the
+    # lease outlasts the longest time limit, as if a supervisor checked every second.
     limits = Limits(
         task_timeout=task_timeout,
         retry_delay=retry_delay,
-        timeout_cap=registry.longest_timeout(task_timeout),
         allowed_imports=(),
         keep=keep,
     )
-    lease = attempts.lease_seconds(limits.timeout_cap, check_interval=1.0)
+    # Nothing outside this transaction sees its rows: the lease only has to outlast the run.
+    lease = RUN_LEASE
     worker_id = f"sqlatasks.testing:{uuid.uuid4().hex[:8]}"
 
     async def in_savepoint(claimed: ClaimedTask, work: transactions.Work) -> bool:

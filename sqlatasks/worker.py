@@ -28,7 +28,7 @@ import anyio
 from anyio.abc import TaskStatus
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from sqlatasks import attempts, connection, listener, registry, scheduler, transactions
+from sqlatasks import attempts, connection, leases, listener, registry, scheduler, transactions
 from sqlatasks.completer import Completer
 from sqlatasks.dispatcher import ClaimPolicy, Dispatcher
 from sqlatasks.execution import Limits
@@ -121,7 +121,6 @@ def build(settings: Settings, index: int) -> Parts:
     limits = Limits(
         task_timeout=settings.task_timeout,
         retry_delay=settings.retry_delay,
-        timeout_cap=registry.longest_timeout(settings.task_timeout),
         allowed_imports=settings.imports,
         keep=settings.keep,
     )
@@ -131,6 +130,7 @@ def build(settings: Settings, index: int) -> Parts:
         queues=settings.queue_names,
         queue_caps=settings.queue_caps,
         check_interval=settings.check_interval,
+        lease=settings.lease,
         idle_sleep=settings.idle_sleep,
         shutdown_timeout=settings.shutdown_timeout,
         burst=settings.burst,
@@ -153,7 +153,8 @@ def _engines(
     settings: Settings, worker_id: str, *, with_scheduler: bool
 ) -> tuple[AsyncEngine, AsyncEngine]:
     """The pool for claims, outcomes and schedules; the pool for session tasks."""
-    # Connections: the dispatcher's and the completer's (and the scheduler's), held; one spare
+    # Connections: the dispatcher's, the completer's and the lease renewal's (and the
+    # scheduler's), held; one spare
     # while a broken one is replaced (the listener has its own).
     # AUTOCOMMIT: every statement here stands alone (a claim, an ack batch), so an explicit
     # BEGIN and COMMIT would only add two round trips. No pre-ping either: a dead connection
@@ -165,7 +166,7 @@ def _engines(
     # connection.discard_broken_connections.
     engine = create_async_engine(
         settings.database_url,
-        pool_size=3 if with_scheduler else 2,
+        pool_size=4 if with_scheduler else 3,
         max_overflow=1,
         isolation_level="AUTOCOMMIT",
         connect_args={
@@ -197,6 +198,17 @@ async def serve(parts: Parts, settings: Settings, heartbeat: Path) -> None:
     async with anyio.create_task_group() as services:
         await services.start(_watch_signals, dispatcher)
         services.start_soon(_heartbeat, heartbeat, worker_id, settings.check_interval, dispatcher)
+        # In the services group: renewals go on while running tasks drain at shutdown.
+        services.start_soon(
+            partial(
+                leases.keep,
+                parts.engine,
+                f"sqlatasks lease {worker_id}",
+                lease=settings.lease,
+                check_interval=settings.check_interval,
+                held=partial(dispatcher.leased, attempts.overdue_grace(settings.check_interval)),
+            )
+        )
         if settings.notify:
             channels = {
                 NOTIFY_CHANNEL: lambda _payload: dispatcher.wake(),

@@ -205,7 +205,7 @@ async def test_a_dead_worker_is_replaced_at_once_not_at_the_next_check(
     engine: AsyncEngine, start_runner: Runners
 ) -> None:
     # A dead worker's call ends as it dies: its restart waits for no check (30 s apart here).
-    runner = start_runner("--workers", "1", "--check-interval", "30")
+    runner = start_runner("--workers", "1", "--check-interval", "30", "--lease", "300")
     (pid,) = await runner.started(1)
     killed_at = now()
     os.kill(pid, signal.SIGKILL)

@@ -1,4 +1,5 @@
-"""The worker's claim: lease due tasks in one statement; give back a claim whose answer was lost.
+"""The worker's claim: lease due tasks in one statement, renew the leases of running ones, give
+back a claim whose answer was lost.
 
 A claim writes a fresh lease token to every row it takes; see `sqlatasks.sql` for the lease
 rules that every later write follows.
@@ -101,6 +102,54 @@ async def claim_undo(conn: AsyncConnection, tokens: Sequence[uuid.UUID]) -> int:
     """Give back whatever claims under `tokens` leased, due at once and with the attempt
     uncounted; harmless for a claim that never committed (no row has its token)."""
     return (await conn.execute(_UNDO, {"tokens": list(tokens)})).rowcount
+
+
+_RENEW = text(f"""
+-- extend the leases still held under these (id, token) pairs; tell renewed and busy apart
+WITH held AS (
+    SELECT t.id, t.lease_token
+    FROM {TABLE_NAME} AS t
+    JOIN unnest(CAST(:ids AS bigint[]), CAST(:tokens AS uuid[])) AS ours(id, token)
+      -- by token: a lease that passed to another claim has a new token, never renewed
+      ON t.id = ours.id AND t.lease_token = ours.token
+), free AS MATERIALIZED (
+    SELECT t.id FROM {TABLE_NAME} AS t JOIN held ON t.id = held.id
+    WHERE t.lease_token = held.lease_token      -- re-checked on the latest row version
+    -- SKIP LOCKED: a session task's own transaction holds its row from its DELETE to its
+    -- COMMIT; waiting for it would hold up the renewal of every other task of the worker.
+    FOR UPDATE OF t SKIP LOCKED
+), renewed AS (
+    UPDATE {TABLE_NAME} AS t
+    SET locked_until = now() + make_interval(secs => :lease)
+    FROM free
+    WHERE t.id = free.id
+    RETURNING t.id
+)
+SELECT held.id, renewed.id IS NOT NULL AS renewed
+FROM held LEFT JOIN renewed ON renewed.id = held.id
+""")
+
+
+async def task_renew(
+    conn: AsyncConnection, held: Sequence[tuple[int, uuid.UUID]], lease_seconds: float
+) -> tuple[set[int], set[int]]:
+    """Renew the leases of `held` (id, token) to `lease_seconds` from now, in one statement.
+
+    Returns the ids (renewed, busy): busy rows are locked by another transaction (a session
+    task finishing, an operator) and were left as they are. A task in neither is gone: it
+    finished, or its lease passed to another claim. (Ids, not tokens: the tasks of one claim
+    share its token.)
+    """
+    parameters = {
+        "ids": [i for i, _ in held],
+        "tokens": [t for _, t in held],
+        "lease": lease_seconds,
+    }
+    renewed: set[int] = set()
+    busy: set[int] = set()
+    for task_id, was_renewed in await conn.execute(_RENEW, parameters):
+        (renewed if was_renewed else busy).add(task_id)
+    return renewed, busy
 
 
 _HELD_BY = text(f"""

@@ -73,7 +73,7 @@ async def test_sigkill_the_whole_runner_then_another_finishes_after_lease_expiry
 async def test_sigstop_past_the_lease_then_sigcont_writes_nothing(chaos: Chaos) -> None:
     # A slow check interval, so the supervisor does not kill the paused worker: it comes back
     # after its lease has passed on, finishes, and sends a late ack.
-    paused = chaos.runner("--workers", "1", "--check-interval", "120")
+    paused = chaos.runner("--workers", "1", "--check-interval", "120", "--lease", "1000")
     (pid,) = await paused.started(1)
     await chaos.enqueue(tasks.work, 1, sleep=3.0)
     await started(chaos, 1)
