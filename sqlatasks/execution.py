@@ -9,6 +9,7 @@ also deletes its row (`Committed`): see sqlatasks.transactions.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -16,7 +17,7 @@ from typing import Any
 
 import anyio
 
-from sqlatasks import attempts, errors, registry
+from sqlatasks import attempts, errors, hooks, logs, registry
 from sqlatasks.context import TaskRun, running
 from sqlatasks.rows import ClaimedTask
 from sqlatasks.tasks import Task
@@ -106,8 +107,21 @@ async def execute(
     The steps: refuse an attempt past the limit, resolve the task and its payload, run it
     under its time limit, and turn what happened into an Outcome. A session task runs through
     `transactions`. `on_start(deadline)` is told when the task's time runs out (anyio's
-    clock), just before it runs.
+    clock), just before it runs. Every outcome is logged (DEBUG; a failure at WARNING or
+    ERROR by the dispatcher) and reported to the hooks' end, retry and park events.
     """
+    started = time.perf_counter()
+    outcome = await _steps(claimed, limits, transactions, on_start)
+    report(outcome, time.perf_counter() - started)
+    return outcome
+
+
+async def _steps(
+    claimed: ClaimedTask,
+    limits: Limits,
+    transactions: RunInTransaction,
+    on_start: Callable[[float], None] | None,
+) -> Outcome:
     if attempts.lost_before(claimed.attempts, claimed.max_attempts):
         # Claimed again after a lease ran out (its worker died mid-attempt): never run past
         # the limit.
@@ -171,19 +185,72 @@ async def _perform(
     committed: bool | None = None
     raised: BaseException | None = None
     with anyio.CancelScope(deadline=deadline) as scope, running(run):
-        try:
-            if task.wants_session:
-                committed = await transactions(claimed, partial(task, payload))
-            else:
-                await task(payload)
-        except anyio.get_cancelled_exc_class():
-            raise  # our deadline (caught by its scope) or shutdown (propagates)
-        except BaseException as exc:
-            # SystemExit or KeyboardInterrupt from a task fails the task, not the worker.
-            raised = exc
+        committed, raised = await _run_step(run, claimed, task, payload, transactions)
     # cancel_called, not cancelled_caught: a task that swallowed its cancellation and
     # returned still ran past its limit, and counts as a failure.
     return _Ran(committed, raised, timed_out=scope.cancel_called)
+
+
+async def _run_step(
+    run: TaskRun,
+    claimed: ClaimedTask,
+    task: Task[Any],
+    payload: Any,
+    transactions: RunInTransaction,
+) -> tuple[bool | None, BaseException | None]:
+    """Call the task inside the hooks' middleware: (a session task's commit, what it raised).
+
+    Our deadline's cancellation (caught by its scope) and shutdown's propagate; anything else
+    the task raises, SystemExit and KeyboardInterrupt included, fails the task, not the worker.
+    """
+    logs.reassert()  # a module imported lazily may have reset the logging configuration
+    hooks.emit(hooks.Event("start", run.task_name, run.queue, run.id, run.attempt))
+    committed: list[bool] = []
+
+    async def call() -> None:
+        if task.wants_session:
+            committed.append(await transactions(claimed, partial(task, payload)))
+        else:
+            await task(payload)
+
+    raised = await hooks.around(run, call)
+    return (committed[0] if committed else None), raised
+
+
+OUTCOME_NAMES = {
+    "Completed": "completed",
+    "Committed": "completed",
+    "Released": "released",
+    "Snoozed": "snoozed",
+    "Cancelled": "cancelled",
+    "LeaseLost": "lease_lost",
+}
+
+
+def outcome_name(outcome: Outcome) -> str:
+    """The outcome's label in logs, events and metrics: completed, retry, parked, ..."""
+    if isinstance(outcome, Failed):
+        return "parked" if outcome.retry_in is None else "retry"
+    return OUTCOME_NAMES[type(outcome).__name__]
+
+
+def report(outcome: Outcome, duration: float) -> None:
+    """Log a task's end at DEBUG, and tell the hooks: end, and retry or park."""
+    claimed, name = outcome.task, outcome_name(outcome)
+    log.debug(
+        "task %d %s attempt %d ended: %s in %.3f s",
+        claimed.id,
+        claimed.task_name,
+        claimed.attempts,
+        name,
+        duration,
+        extra={"outcome": name, "duration": duration},
+    )
+    base = (claimed.task_name, claimed.queue, claimed.id, claimed.attempts)
+    hooks.emit(hooks.Event("end", *base, outcome=name, duration=duration))
+    if isinstance(outcome, Failed):
+        kind: hooks.EventKind = "park" if outcome.retry_in is None else "retry"
+        hooks.emit(hooks.Event(kind, *base, outcome=name, error=outcome.error))
 
 
 def _time_limit(claimed: ClaimedTask, task: Task[Any], limits: Limits) -> float:

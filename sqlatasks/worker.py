@@ -28,7 +28,7 @@ import anyio
 from anyio.abc import TaskStatus
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from sqlatasks import attempts, listener, registry, scheduler, transactions
+from sqlatasks import attempts, hooks, listener, logs, registry, scheduler, transactions
 from sqlatasks.completer import Completer
 from sqlatasks.dispatcher import ClaimPolicy, Dispatcher
 from sqlatasks.execution import Limits
@@ -39,8 +39,10 @@ from sqlatasks.tasks import Schedule
 log = logging.getLogger(__name__)
 
 WorkerExit = Literal["stopped", "drained", "orphaned"]
-STOP_NOW = signal.SIGUSR1
-"""Sent by the supervisor on a second SIGTERM/SIGINT: interrupt running tasks and exit."""
+STOP_NOW: signal.Signals | None = getattr(signal, "SIGUSR1", None)
+"""Sent by the supervisor on a second SIGTERM/SIGINT: interrupt running tasks and exit.
+None where the platform has no SIGUSR1 (Windows): a second signal then kills the workers
+after the stop margin instead."""
 STATEMENT_TIMEOUT = 60.0
 """Seconds any one claim or outcome statement may take."""
 COMPLETER_GRACE = 10.0
@@ -50,33 +52,44 @@ COMPLETER_GRACE = 10.0
 _used = False
 
 
-def worker_main(settings: Settings, index: int, heartbeat: str, log_path: str) -> WorkerExit:
+def worker_main(
+    settings: Settings, index: int, heartbeat: str, relay: tuple[int, str]
+) -> WorkerExit:
     """Run one worker until it is told to stop, in a fresh worker process.
 
-    anyio hands a process back to its pool when the function returns, module globals and
-    all (an engine bound to a closed event loop, in user code too). A worker never runs twice
-    in one process: a reused one exits at once, and the supervisor's next call gets a fresh
-    process after one BrokenWorkerProcess.
+    `relay` is the supervisor's log relay (port, token): this process's log records go there
+    (sqlatasks.logs). anyio hands a process back to its pool when the function returns,
+    module globals and all (an engine bound to a closed event loop, in user code too). A
+    worker never runs twice in one process: a reused one exits at once, and the supervisor's
+    next call gets a fresh process after one BrokenWorkerProcess.
     """
     global _used
     if _used:
         os._exit(0)
     _used = True
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    with open(log_path, "w", buffering=1, encoding="utf-8") as log_stream:
-        handler = logging.StreamHandler(log_stream)
-        handler.setFormatter(
-            logging.Formatter(
-                f"%(asctime)s %(levelname)s worker-{index}[{os.getpid()}] %(name)s: %(message)s"
-            )
-        )
-        root = logging.getLogger()
-        root.handlers = [handler]
-        root.setLevel(settings.log_level)
-        try:
-            return anyio.run(_run, settings, index, Path(heartbeat))
-        finally:
-            root.handlers = []
+    handler = logs.RelayHandler(*relay, origin=f"worker-{index}[{os.getpid()}]")
+    handler.setLevel(settings.log_level)
+    logs.install_record_factory()
+    logs.attach(handler, settings.log_level)
+    try:
+        return anyio.run(_run, settings, index, Path(heartbeat), handler)
+    finally:
+        logs.detach()
+        handler.close()
+
+
+def _hooks(settings: Settings, handler: logs.RelayHandler) -> None:
+    """The runner's --middleware, and the metric events the supervisor aggregates."""
+    for spec in settings.middleware:
+        hooks.add_middleware(hooks.load(spec))
+    if settings.metrics_port is not None:
+
+        def send(event: hooks.Event) -> None:
+            fields = {"task": event.task_name, "queue": event.queue, "outcome": event.outcome}
+            handler.send_event({"event": "end", **fields, "duration": event.duration})
+
+        hooks.on("end", send)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,8 +109,13 @@ class Parts:
             await self.task_engine.dispose()
 
 
-async def _run(settings: Settings, index: int, heartbeat: Path) -> WorkerExit:
+async def _run(
+    settings: Settings, index: int, heartbeat: Path, handler: logs.RelayHandler
+) -> WorkerExit:
     registry.import_modules(settings.imports)
+    # After the imports: an application module may have configured logging as it loaded.
+    logs.attach(handler, settings.log_level)
+    _hooks(settings, handler)
     parts = build(settings, index)
     try:
         await serve(parts, settings, heartbeat)
@@ -228,7 +246,8 @@ async def _watch_signals(
 ) -> None:
     # Two signals, not one sent twice: the kernel merges a pending signal with a second
     # instance of itself, so "SIGTERM twice, quickly" can arrive as one.
-    with anyio.open_signal_receiver(signal.SIGTERM, STOP_NOW) as signals:
+    watched = [signal.SIGTERM] if STOP_NOW is None else [signal.SIGTERM, STOP_NOW]
+    with anyio.open_signal_receiver(*watched) as signals:
         task_status.started()
         async for signum in signals:
             if signum == STOP_NOW:
