@@ -16,15 +16,18 @@ import dataclasses
 import json
 import os
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Literal, NoReturn
 
 import anyio
+import anyio.to_thread
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
-from sqlatasks import errors, migrations, operations, runner, settings
+from sqlatasks import errors, migrations, observe, operations, runner, settings
 
 PROG = "python -m sqlatasks"
 OPERATOR_COMMANDS = {"status", "failed", "retry", "cancel", "purge"}
@@ -91,6 +94,17 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         metavar="N",
         help="the version the database is at (default 0: no sqlatasks tables yet)",
     )
+    health = add(
+        "health",
+        "exit 0 if the database is ready (reachable, schema current) and, with --metrics-port, "
+        "the local runner's /healthz answers 200; else print why and exit 1",
+    )
+    health.add_argument(
+        "--metrics-port",
+        type=int,
+        default=os.environ.get("SQLATASKS_METRICS_PORT"),
+        help="the runner's --metrics-port on this host (default: SQLATASKS_METRICS_PORT)",
+    )
     commands.add_parser(
         "run", add_help=False, help="the runner: `run --help` for its flags (= sqlatasks.runner)"
     )
@@ -126,6 +140,10 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
     except ValueError as exc:
         print(f"{prog}: invalid --database-url: {exc}", file=sys.stderr)
         return 2
+    if args.command == "health":
+        problems = anyio.run(_health, url, args.metrics_port)
+        print("\n".join(problems) or "ok", file=sys.stderr if problems else sys.stdout)
+        return 1 if problems else 0
     try:
         result = anyio.run(_run, url, args)
     except SchemaBehind as exc:
@@ -161,6 +179,29 @@ def _sql(args: argparse.Namespace) -> dict[str, Any] | str:
     if getattr(args, "json", False):
         return {"from": args.from_version, "to": migrations.LATEST, "sql": script}
     return script
+
+
+async def _health(url: str, port: int | None) -> list[str]:
+    """The runner's probes, for hosts without HTTP probes: /readyz's checks, and /healthz."""
+    engine = create_async_engine(url, pool_size=1)
+    try:
+        problem = await observe.ready_problem(engine)
+    finally:
+        await engine.dispose()
+    problems = [problem] if problem else []
+    if port is not None:
+        problems += await anyio.to_thread.run_sync(_healthz, int(port))
+    return problems
+
+
+def _healthz(port: int) -> list[str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10):
+            return []
+    except urllib.error.HTTPError as exc:
+        return [f"/healthz: {exc.code}: {exc.read().decode(errors='replace').strip()}"]
+    except OSError as exc:
+        return [f"/healthz unreachable: {errors.one_line(exc)}"]
 
 
 async def _run(url: str, args: argparse.Namespace) -> Any:
