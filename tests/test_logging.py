@@ -5,20 +5,21 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
-from sqlatasks import enqueue_many
+from sqlatasks import Task, enqueue_many
 from tests import ledger, logging_dict_tasks, logging_tasks
 from tests.processes import Runners
 
 NOPROC = Path(__file__).parent / "noproc"
 
 
-async def _enqueue(engine: AsyncEngine, fn: object, count: int) -> None:
+async def _enqueue(engine: AsyncEngine, fn: Task[Any], count: int) -> None:
     async with async_sessionmaker(engine)() as session, session.begin():
-        await enqueue_many(session, fn, [{"n": n} for n in range(count)])  # type: ignore[arg-type]
+        await enqueue_many(session, fn, [{"n": n} for n in range(count)])
 
 
 @pytest.mark.slow
