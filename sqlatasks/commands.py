@@ -14,18 +14,19 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any, Literal, NoReturn
 
 import anyio
+import anyio.to_thread
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
-from sqlatasks import errors, migrations, operations, runner, settings, status
+from sqlatasks import errors, migrations, observe, operations, runner, settings, status, tables
 
 PROG = "python -m sqlatasks"
 OPERATOR_COMMANDS = {"status", "failed", "retry", "cancel", "purge", "show"}
@@ -34,10 +35,6 @@ OPERATOR_COMMANDS = {"status", "failed", "retry", "cancel", "purge", "show"}
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: {message} (see --help)\n")
-
-
-class _Record(dict[str, Any]):
-    """One item, printed as `field  value` lines rather than a one-row table."""
 
 
 class TaskUnknown(Exception):
@@ -107,6 +104,17 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         metavar="N",
         help="the version the database is at (default 0: no sqlatasks tables yet)",
     )
+    health = add(
+        "health",
+        "exit 0 if the database is ready (reachable, schema current) and, with --metrics-port, "
+        "the local runner's /healthz answers 200; else print why and exit 1",
+    )
+    health.add_argument(
+        "--metrics-port",
+        type=int,
+        default=os.environ.get("SQLATASKS_METRICS_PORT"),
+        help="the runner's --metrics-port on this host (default: SQLATASKS_METRICS_PORT)",
+    )
     commands.add_parser(
         "run", add_help=False, help="the runner: `run --help` for its flags (= sqlatasks.runner)"
     )
@@ -128,7 +136,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
     if args.command == "run":  # reached only with an option before it that the runner lacks
         parser.error("the runner's options go after `run`, and --json is not one of them")
     if args.command == "sql":
-        _print(_sql(args), as_json=getattr(args, "json", False))
+        tables.show(_sql(args), as_json=getattr(args, "json", False))
         return 0
     if args.command in {"retry", "purge"} and not (args.ids or args.all):
         print(f"{prog} {args.command}: give task ids, or --all", file=sys.stderr)
@@ -142,6 +150,10 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
     except ValueError as exc:
         print(f"{prog}: invalid --database-url: {exc}", file=sys.stderr)
         return 2
+    if args.command == "health":
+        problems = anyio.run(_health, url, args.metrics_port)
+        print("\n".join(problems) or "ok", file=sys.stderr if problems else sys.stdout)
+        return 1 if problems else 0
     try:
         result = anyio.run(_run, url, args)
     except (SchemaBehind, TaskUnknown) as exc:
@@ -150,7 +162,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
     except (SQLAlchemyError, OSError) as exc:
         print(f"{prog}: database error: {errors.one_line(exc)}", file=sys.stderr)
         return 1
-    _print(result, as_json=getattr(args, "json", False))
+    tables.show(result, as_json=getattr(args, "json", False))
     return 0
 
 
@@ -177,6 +189,29 @@ def _sql(args: argparse.Namespace) -> dict[str, Any] | str:
     if getattr(args, "json", False):
         return {"from": args.from_version, "to": migrations.LATEST, "sql": script}
     return script
+
+
+async def _health(url: str, port: int | None) -> list[str]:
+    """The runner's probes, for hosts without HTTP probes: /readyz's checks, and /healthz."""
+    engine = create_async_engine(url, pool_size=1)
+    try:
+        problem = await observe.ready_problem(engine)
+    finally:
+        await engine.dispose()
+    problems = [problem] if problem else []
+    if port is not None:
+        problems += await anyio.to_thread.run_sync(_healthz, int(port))
+    return problems
+
+
+def _healthz(port: int) -> list[str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10):
+            return []
+    except urllib.error.HTTPError as exc:
+        return [f"/healthz: {exc.code}: {exc.read().decode(errors='replace').strip()}"]
+    except OSError as exc:
+        return [f"/healthz unreachable: {errors.one_line(exc)}"]
 
 
 async def _run(url: str, args: argparse.Namespace) -> Any:
@@ -211,7 +246,7 @@ async def _command(session: AsyncSession, args: argparse.Namespace) -> Any:
             found = await status.get_task(session, args.id, payload=args.payload)
             if found is None:
                 raise TaskUnknown(f"nothing is known of task {args.id} (finished and not kept?)")
-            shown = _Record(dataclasses.asdict(found))
+            shown = tables.Record(dataclasses.asdict(found))
             if not args.payload:
                 del shown["payload"]
             return shown
@@ -235,7 +270,7 @@ def _with_kept(
     by_queue = {k.queue: k for k in kept}
     names = sorted({q.queue for q in queues} | set(by_queue))
     live = {q.queue: dataclasses.asdict(q) for q in queues}
-    empty = dict.fromkeys(["due", "scheduled", "running", "failed"], 0)
+    empty = dict.fromkeys(["due", "scheduled", "running", "failed", "unknown"], 0)
     merged = []
     for name in names:
         row = live.get(name, {"queue": name, **empty, "oldest_due_seconds": None})
@@ -244,48 +279,3 @@ def _with_kept(
         row["cancelled"] = found.cancelled if found else 0
         merged.append(row)
     return merged
-
-
-def _print(result: Any, *, as_json: bool) -> None:
-    if isinstance(result, list):
-        rows = [r if isinstance(r, dict) else dataclasses.asdict(r) for r in result]
-    else:
-        rows = [result]
-    if as_json:
-        print(json.dumps(rows if isinstance(result, list) else result, default=_json, indent=2))
-        return
-    if isinstance(result, str):
-        print(result, end="")
-        return
-    if isinstance(result, _Record):
-        width = max(map(len, result))
-        for field, value in result.items():
-            shown = value if isinstance(value, str) else _cell(value)  # errors: whole
-            print(f"{field.ljust(width)}  {shown}")
-        return
-    if not rows:
-        print("(none)")
-        return
-    columns = list(rows[0])
-    cells = [[_cell(row[c]) for c in columns] for row in rows]
-    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
-    print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
-    for row in cells:
-        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
-
-
-def _json(value: Any) -> Any:
-    """What json.dumps cannot encode itself: timestamps, as ISO 8601."""
-    if isinstance(value, datetime):
-        return value.isoformat()
-    raise TypeError(f"{type(value).__name__} is not JSON")
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.1f}"
-    if isinstance(value, datetime):
-        return value.isoformat(sep=" ", timespec="seconds")
-    return str(value).partition("\n")[0][:80]  # errors: their first line

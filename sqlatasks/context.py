@@ -39,6 +39,11 @@ def current_task() -> TaskRun:
         raise LookupError(message) from None
 
 
+def current_run() -> TaskRun | None:
+    """The execution running in this context, or None (for log records and hooks)."""
+    return _current.get(None)
+
+
 @contextmanager
 def running(run: TaskRun) -> Iterator[None]:
     token = _current.set(run)

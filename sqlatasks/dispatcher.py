@@ -30,6 +30,8 @@ from sqlatasks.sql import claim as sql
 from sqlatasks.transactions import RunInTransaction
 
 log = logging.getLogger(__name__)
+TRACEBACK_LINES = 6
+"""Lines of a failed task's traceback (its tail) in its log line."""
 
 
 class Wakeup:
@@ -294,21 +296,25 @@ def _log_outcome(claimed: ClaimedTask, outcome: execution.Outcome) -> None:
             claimed.attempts,
         )
     elif isinstance(outcome, Failed):
-        first_line = outcome.error.partition("\n")[0]
+        first_line, _, traceback = outcome.error.partition("\n")
+        # The traceback's tail on lines of their own: where it failed, without a debugger.
+        tail = "".join(f"\n    {line}" for line in traceback.splitlines()[-TRACEBACK_LINES:])
         if outcome.retry_in is None:
             log.error(
-                "task %d %s attempt %d failed and is parked: %s",
+                "task %d %s attempt %d failed and is parked: %s%s",
                 claimed.id,
                 claimed.task_name,
                 claimed.attempts,
                 first_line,
+                tail,
             )
         else:
             log.warning(
-                "task %d %s attempt %d failed: %s; due again in %g s",
+                "task %d %s attempt %d failed: %s; due again in %g s%s",
                 claimed.id,
                 claimed.task_name,
                 claimed.attempts,
                 first_line,
                 outcome.retry_in,
+                tail,
             )

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_scoped_session
 from sqlalchemy.orm import Session, scoped_session
 from sqlalchemy.sql.elements import ColumnElement
 
-from sqlatasks import definition, errors, registry, rows, tasks
+from sqlatasks import definition, errors, hooks, registry, rows, tasks
 from sqlatasks.models import QueuedTask
 from sqlatasks.sql import enqueue as sql
 
@@ -69,6 +69,7 @@ def enqueue(
     scheduled_at = _scheduled_at(delay, run_at)
     if scheduled_at is not None:
         row.scheduled_at = scheduled_at
+    hooks.emit(hooks.Event("enqueue", row.task_name, row.queue))
     return row
 
 

@@ -8,9 +8,8 @@ also deletes its row (`Committed`): see sqlatasks.transactions.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +17,7 @@ from typing import Any
 import anyio
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from sqlatasks import attempts, errors, registry
+from sqlatasks import attempts, cancellation, errors, hooks, logs, registry
 from sqlatasks.context import TaskRun, running
 from sqlatasks.rows import ClaimedTask, Keep
 from sqlatasks.tasks import Task
@@ -120,8 +119,21 @@ async def execute(
     The steps: refuse an attempt past the limit, resolve the task and its payload, run it
     under its time limit, and turn what happened into an Outcome. A session task runs through
     `transactions`. `on_start(deadline)` is told when the task's time runs out (anyio's
-    clock), just before it runs.
+    clock), just before it runs. Every outcome is logged (DEBUG; a failure at WARNING or
+    ERROR by the dispatcher) and reported to the hooks' end, retry and park events.
     """
+    started = time.perf_counter()
+    outcome = await _steps(claimed, limits, transactions, on_start)
+    report(outcome, time.perf_counter() - started)
+    return outcome
+
+
+async def _steps(
+    claimed: ClaimedTask,
+    limits: Limits,
+    transactions: RunInTransaction,
+    on_start: Callable[[float], None] | None,
+) -> Outcome:
     if attempts.lost_before(claimed.attempts, claimed.max_attempts):
         # Claimed again after a lease ran out (its worker died mid-attempt): never run past
         # the limit.
@@ -189,7 +201,7 @@ def _resolve(claimed: ClaimedTask, limits: Limits) -> tuple[Task[Any], Any] | Fa
     except (errors.TaskNotRegistered, errors.PayloadError) as exc:
         return Failed(claimed, error=errors.describe(exc), retry_in=None)
     except BaseException as exc:  # a model validator that raised something odd: the same
-        if cancelled_by_us(exc):
+        if cancellation.ours(exc):
             raise
         return Failed(claimed, error=errors.describe(exc, with_traceback=True), retry_in=None)
 
@@ -229,49 +241,66 @@ async def _perform(
         # Kept in the task's own transaction: the result commits with its writes, or not at all.
         return keep(await task(payload, session), started)
 
+    async def call() -> None:
+        nonlocal committed, returned
+        if task.wants_session:
+            committed = await transactions(claimed, in_session)
+        else:
+            returned = keep(await task(payload), started)
+
     with anyio.CancelScope(deadline=deadline) as scope, running(run):
-        try:
-            if task.wants_session:
-                committed = await transactions(claimed, in_session)
-            else:
-                returned = keep(await task(payload), started)
-        except BaseException as exc:
-            if cancelled_by_us(exc):
-                raise  # our deadline (caught by its scope), an operator's cancel, or shutdown
-            # Anything else fails this attempt only, not the worker: SystemExit,
-            # KeyboardInterrupt, and a cancellation none of our scopes issued (a future
-            # cancelled elsewhere, an explicit raise).
-            raised = exc
-            _forget_native_cancel(exc)
+        raised = await _run_step(run, call)
     # cancel_called, not cancelled_caught: a task that swallowed its cancellation and
     # returned still ran past its limit, and counts as a failure.
     return _Ran(committed, raised, timed_out=scope.cancel_called, returned=returned)
 
 
-def cancelled_by_us(exc: BaseException) -> bool:
-    """Whether `exc` is a cancellation that a scope enclosing this task issued: the attempt's
-    deadline, an operator's cancel, or shutdown. A cancellation raised while none of them is
-    cancelled is the task's own doing, and fails its attempt like any other exception."""
-    # current_effective_deadline() is -inf exactly when a scope around us (up to the nearest
-    # shield) has been cancelled: cancel_called on our own scopes, wherever they live.
-    return (
-        isinstance(exc, anyio.get_cancelled_exc_class())
-        and anyio.current_effective_deadline() == -math.inf
+async def _run_step(run: TaskRun, call: hooks.CallNext) -> BaseException | None:
+    """Call the task inside the hooks' middleware; what it raised, else None.
+
+    Our own cancellations (the deadline, caught by its scope; an operator's cancel; shutdown)
+    propagate; anything else the task raises fails the attempt, not the worker
+    (`cancellation.ours`).
+    """
+    logs.reassert()  # a module imported lazily may have reset the logging configuration
+    hooks.emit(hooks.Event("start", run.task_name, run.queue, run.id, run.attempt))
+    return await hooks.around(run, call)
+
+
+OUTCOME_NAMES = {
+    "Completed": "completed",
+    "Committed": "completed",
+    "Released": "released",
+    "Snoozed": "snoozed",
+    "Cancelled": "cancelled",
+    "LeaseLost": "lease_lost",
+}
+
+
+def outcome_name(outcome: Outcome) -> str:
+    """The outcome's label in logs, events and metrics: completed, retry, parked, ..."""
+    if isinstance(outcome, Failed):
+        return "parked" if outcome.retry_in is None else "retry"
+    return OUTCOME_NAMES[type(outcome).__name__]
+
+
+def report(outcome: Outcome, duration: float) -> None:
+    """Log a task's end at DEBUG, and tell the hooks: end, and retry or park."""
+    claimed, name = outcome.task, outcome_name(outcome)
+    log.debug(
+        "task %d %s attempt %d ended: %s in %.3f s",
+        claimed.id,
+        claimed.task_name,
+        claimed.attempts,
+        name,
+        duration,
+        extra={"outcome": name, "duration": duration},
     )
-
-
-def _forget_native_cancel(exc: BaseException) -> None:
-    """A task that cancelled its own asyncio task (`current_task().cancel()`) and let the
-    error out leaves a cancellation request counted on the worker's task: withdraw it, or
-    anyio would take a later cancel of ours (a deadline) for a native one and not catch it."""
-    if not isinstance(exc, asyncio.CancelledError):
-        return
-    try:
-        task = asyncio.current_task()
-    except RuntimeError:  # not running on asyncio
-        return
-    if task is not None and task.cancelling():
-        task.uncancel()
+    base = (claimed.task_name, claimed.queue, claimed.id, claimed.attempts)
+    hooks.emit(hooks.Event("end", *base, outcome=name, duration=duration))
+    if isinstance(outcome, Failed):
+        kind: hooks.EventKind = "park" if outcome.retry_in is None else "retry"
+        hooks.emit(hooks.Event(kind, *base, outcome=name, error=outcome.error))
 
 
 def failure(claimed: ClaimedTask, task: Task[Any] | None, limits: Limits, error: str) -> Failed:

@@ -15,11 +15,11 @@ from typing import Any, NoReturn
 
 import anyio
 
-from sqlatasks import errors, registry, supervisor
+from sqlatasks import errors, logs, registry, supervisor
 from sqlatasks.settings import Settings
 
 PROG = "python -m sqlatasks.runner"
-REPEATABLE = {"imports": "import", "queues": "queue"}
+REPEATABLE = {"imports": "import", "queues": "queue", "middleware": "middleware"}
 UNITS = {
     "task_timeout": "s",
     "retry_delay": "s",
@@ -71,16 +71,16 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
     except errors.ConfigurationError as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level,
-        stream=sys.stderr,
-        format=f"%(asctime)s %(levelname)s supervisor[{os.getpid()}] %(name)s: %(message)s",
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logs.formatter(settings.log_format, f"supervisor[{os.getpid()}]"))
+    handler.setLevel(settings.log_level)
+    logs.attach(handler, settings.log_level)
     try:
         registry.import_modules(settings.imports)
     except errors.ConfigurationError as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return 2
+    logs.attach(handler, settings.log_level)  # again: a module may have configured logging
     if not registry.all_tasks():
         # It could only claim tasks to give them back: a runner that knows no task is a
         # deployment mistake, not a service.

@@ -110,6 +110,20 @@ class Settings(BaseSettings):
         "INFO", description="DEBUG, INFO, WARNING or ERROR"
     )
     notify: bool = Field(True, description="wake idle workers by LISTEN/NOTIFY")
+    log_format: Literal["text", "json"] = Field(
+        "text", description="text, or json: one JSON object per line, for log shippers"
+    )
+    metrics_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="serve /metrics, /healthz and /readyz on this port (127.0.0.1 unless "
+        "--metrics-host); off when not given",
+    )
+    metrics_host: str = Field("127.0.0.1", description="address the metrics port listens on")
+    middleware: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="module:callable run around every execution (repeatable; docs/hooks)"
+    )
 
     @field_validator("database_url")
     @classmethod
@@ -126,7 +140,7 @@ class Settings(BaseSettings):
                 raise ValueError(problem)
         return value
 
-    @field_validator("imports", "queues", mode="before")
+    @field_validator("imports", "queues", "middleware", mode="before")
     @classmethod
     def _split(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -155,10 +169,12 @@ class Settings(BaseSettings):
             if sep
         }
 
-    @field_validator("log_level", mode="before")
+    @field_validator("log_level", "log_format", mode="before")
     @classmethod
-    def _upper(cls, value: Any) -> Any:
-        return value.upper() if isinstance(value, str) else value
+    def _case(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, str):
+            return value.upper() if info.field_name == "log_level" else value.lower()
+        return value
 
     @classmethod
     def load(cls, **overrides: Any) -> Settings:

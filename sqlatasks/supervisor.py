@@ -15,7 +15,6 @@ import contextlib
 import logging
 import os
 import signal
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -27,7 +26,16 @@ from anyio.abc import TaskGroup
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from sqlatasks import attempts, connection, errors, execution, rescue, startup
+from sqlatasks import (
+    attempts,
+    connection,
+    errors,
+    execution,
+    logs,
+    observe,
+    rescue,
+    startup,
+)
 from sqlatasks.backoff import Backoff
 from sqlatasks.settings import STARTUP_GRACE, Settings
 from sqlatasks.worker import STOP_NOW, worker_main
@@ -53,6 +61,13 @@ class WorkerSeat:
     """The last worker here died within CRASH_LOOP_WINDOW of its start."""
     restarts: Backoff = field(default_factory=lambda: Backoff(first=1.0, most=30.0))
     """Waits before restarting a worker that keeps dying soon after it starts."""
+    last_crash: str | None = None
+
+    def crashed(self, reason: str) -> None:
+        """Say why the worker failed, once: one failing to start fails alike at each restart."""
+        level = logging.DEBUG if reason == self.last_crash else logging.ERROR
+        log.log(level, "worker-%d crashed: %s", self.index, reason)
+        self.last_crash = reason
 
     def _fields(self) -> list[str]:
         """pid, worker id, last beat (monotonic clock): written whole by the worker."""
@@ -82,9 +97,16 @@ class WorkerSeat:
 
 
 class Supervisor:
-    def __init__(self, settings: Settings, workdir: Path, log_path: str) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        workdir: Path,
+        relay: tuple[int, str],
+        metrics: observe.Metrics | None = None,
+    ) -> None:
         self._settings = settings
-        self._log_path = log_path
+        self._relay = relay
+        self._metrics = metrics
         self._limiter = anyio.CapacityLimiter(settings.workers)
         self._seats = [
             WorkerSeat(i, workdir / f"worker-{i}.heartbeat") for i in range(settings.workers)
@@ -142,7 +164,7 @@ class Supervisor:
                         self._settings,
                         seat.index,
                         str(seat.heartbeat),
-                        self._log_path,
+                        self._relay,
                         cancellable=True,
                         limiter=self._limiter,
                     )
@@ -157,7 +179,7 @@ class Supervisor:
                 except anyio.get_cancelled_exc_class():
                     raise
                 except BaseException as exc:  # even SystemExit from a task must not end us
-                    log.error("worker-%d crashed: %s", seat.index, errors.one_line(exc))
+                    seat.crashed(errors.one_line(exc))
                     reusable = True
             seat.retiring = reusable
             seat.scope = None
@@ -179,6 +201,8 @@ class Supervisor:
             else:
                 backoff = seat.restarts.next()
             log.info("restarting worker-%d%s", seat.index, f" in {backoff:g} s" if backoff else "")
+            if self._metrics is not None:
+                self._metrics.restarts.inc()
             await anyio.sleep(backoff)
 
     async def _rescue(self, seat: WorkerSeat) -> None:
@@ -248,8 +272,8 @@ class Supervisor:
                 for seat in self._seats:
                     self._signal_worker(seat, signal.SIGTERM if count == 1 else STOP_NOW)
 
-    def _signal_worker(self, seat: WorkerSeat, signum: signal.Signals) -> None:
-        if seat.scope is None:
+    def _signal_worker(self, seat: WorkerSeat, signum: signal.Signals | None) -> None:
+        if seat.scope is None or signum is None:
             return
         pid = seat.pid()
         if pid is None:
@@ -267,37 +291,23 @@ class Supervisor:
                 seat.scope.cancel()
 
 
-def relay_logs(read_fd: int) -> None:
-    """Copy worker log lines to this process's stderr until every writer has closed."""
-    with open(read_fd, encoding="utf-8", errors="replace") as lines:
-        for line in lines:
-            # Keep draining even if our stderr is gone (a restarted log shipper): workers
-            # whose log pipe fills up block, stop beating, and get killed as hung.
-            with contextlib.suppress(OSError, ValueError):
-                sys.stderr.write(line)
-                sys.stderr.flush()
-
-
 async def supervise(settings: Settings) -> None:
     """Run the service until a signal stops it (or, with burst, until the queue is drained)."""
-    read_fd, write_fd = os.pipe()
-    # Workers open our end of the pipe by path: anyio starts them without inherited fds, and
-    # points their own stderr at a pipe that nobody reads.
-    log_path = f"/proc/{os.getpid()}/fd/{write_fd}"
-    relayed = anyio.Event()
-
-    async def relay() -> None:
-        await anyio.to_thread.run_sync(relay_logs, read_fd, abandon_on_cancel=True)
-        relayed.set()
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(relay)
-        try:
+    metrics = observe.Metrics() if settings.metrics_port is not None else None
+    relay = logs.Relay(logs.output(), metrics.on_event if metrics else lambda _event: None)
+    try:
+        async with anyio.create_task_group() as tg:
+            port = await tg.start(observe.serve_relay, relay)
             with tempfile.TemporaryDirectory(prefix="sqlatasks-") as workdir:
-                await Supervisor(settings, Path(workdir), log_path).run()
-        finally:
-            os.close(write_fd)
-            # The workers are gone, so the relay sees end-of-file after their last lines.
+                sup = Supervisor(settings, Path(workdir), (port, relay.token), metrics)
+                stop_http = observe.start_http(settings, sup._seats, sup._engine, metrics)
+                try:
+                    await sup.run()
+                finally:
+                    stop_http()
+            # The workers are gone: their connections close after their last lines.
             with anyio.move_on_after(2, shield=True):
-                await relayed.wait()
+                await relay.drained()
             tg.cancel_scope.cancel()
+    finally:
+        relay.stop()

@@ -12,12 +12,10 @@ the whole process group, and the supervisor passes it on as SIGTERM.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import signal
 import socket
-import time
 import uuid
 from dataclasses import dataclass
 from functools import partial
@@ -28,7 +26,18 @@ import anyio
 from anyio.abc import TaskStatus
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from sqlatasks import attempts, connection, leases, listener, registry, scheduler, transactions
+from sqlatasks import (
+    attempts,
+    connection,
+    heartbeat,
+    hooks,
+    leases,
+    listener,
+    logs,
+    registry,
+    scheduler,
+    transactions,
+)
 from sqlatasks.completer import Completer
 from sqlatasks.dispatcher import ClaimPolicy, Dispatcher
 from sqlatasks.execution import Limits
@@ -39,8 +48,10 @@ from sqlatasks.tasks import Schedule
 log = logging.getLogger(__name__)
 
 WorkerExit = Literal["stopped", "drained", "orphaned"]
-STOP_NOW = signal.SIGUSR1
-"""Sent by the supervisor on a second SIGTERM/SIGINT: interrupt running tasks and exit."""
+STOP_NOW: signal.Signals | None = getattr(signal, "SIGUSR1", None)
+"""Sent by the supervisor on a second SIGTERM/SIGINT: interrupt running tasks and exit.
+None where the platform has no SIGUSR1 (Windows): a second signal then kills the workers
+after the stop margin instead."""
 STATEMENT_TIMEOUT = 60.0
 """Seconds any one claim or outcome statement may take."""
 COMPLETER_GRACE = 10.0
@@ -50,33 +61,44 @@ COMPLETER_GRACE = 10.0
 _used = False
 
 
-def worker_main(settings: Settings, index: int, heartbeat: str, log_path: str) -> WorkerExit:
+def worker_main(
+    settings: Settings, index: int, heartbeat: str, relay: tuple[int, str]
+) -> WorkerExit:
     """Run one worker until it is told to stop, in a fresh worker process.
 
-    anyio hands a process back to its pool when the function returns, module globals and
-    all (an engine bound to a closed event loop, in user code too). A worker never runs twice
-    in one process: a reused one exits at once, and the supervisor's next call gets a fresh
-    process after one BrokenWorkerProcess.
+    `relay` is the supervisor's log relay (port, token): this process's log records go there
+    (sqlatasks.logs). anyio hands a process back to its pool when the function returns,
+    module globals and all (an engine bound to a closed event loop, in user code too). A
+    worker never runs twice in one process: a reused one exits at once, and the supervisor's
+    next call gets a fresh process after one BrokenWorkerProcess.
     """
     global _used
     if _used:
         os._exit(0)
     _used = True
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    with open(log_path, "w", buffering=1, encoding="utf-8") as log_stream:
-        handler = logging.StreamHandler(log_stream)
-        handler.setFormatter(
-            logging.Formatter(
-                f"%(asctime)s %(levelname)s worker-{index}[{os.getpid()}] %(name)s: %(message)s"
-            )
-        )
-        root = logging.getLogger()
-        root.handlers = [handler]
-        root.setLevel(settings.log_level)
-        try:
-            return anyio.run(_run, settings, index, Path(heartbeat))
-        finally:
-            root.handlers = []
+    handler = logs.RelayHandler(*relay, origin=f"worker-{index}[{os.getpid()}]")
+    handler.setLevel(settings.log_level)
+    logs.install_record_factory()
+    logs.attach(handler, settings.log_level)
+    try:
+        return anyio.run(_run, settings, index, Path(heartbeat), handler)
+    finally:
+        logs.detach()
+        handler.close()
+
+
+def _hooks(settings: Settings, handler: logs.RelayHandler) -> None:
+    """The runner's --middleware, and the metric events the supervisor aggregates."""
+    for spec in settings.middleware:
+        hooks.add_middleware(hooks.load(spec))
+    if settings.metrics_port is not None:
+
+        def send(event: hooks.Event) -> None:
+            fields = {"task": event.task_name, "queue": event.queue, "outcome": event.outcome}
+            handler.send_event({"event": "end", **fields, "duration": event.duration})
+
+        hooks.on("end", send)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,11 +120,16 @@ class Parts:
             await self.task_engine.dispose()
 
 
-async def _run(settings: Settings, index: int, heartbeat: Path) -> WorkerExit:
+async def _run(
+    settings: Settings, index: int, heartbeat_file: Path, handler: logs.RelayHandler
+) -> WorkerExit:
     registry.import_modules(settings.imports)
+    # After the imports: an application module may have configured logging as it loaded.
+    logs.attach(handler, settings.log_level)
+    _hooks(settings, handler)
     parts = build(settings, index)
     try:
-        await serve(parts, settings, heartbeat)
+        await serve(parts, settings, heartbeat_file)
     finally:
         await parts.close()
     reason: WorkerExit = "drained"
@@ -192,12 +219,18 @@ def _engines(
     )
 
 
-async def serve(parts: Parts, settings: Settings, heartbeat: Path) -> None:
+async def serve(parts: Parts, settings: Settings, heartbeat_file: Path) -> None:
     """Run the parts in one task group until the dispatcher returns (stopped or drained)."""
     dispatcher, worker_id = parts.dispatcher, parts.worker_id
     async with anyio.create_task_group() as services:
         await services.start(_watch_signals, dispatcher)
-        services.start_soon(_heartbeat, heartbeat, worker_id, settings.check_interval, dispatcher)
+        services.start_soon(
+            heartbeat.beat_until_stopped,
+            heartbeat_file,
+            worker_id,
+            settings.check_interval,
+            dispatcher,
+        )
         # In the services group: renewals go on while running tasks drain at shutdown.
         services.start_soon(
             partial(
@@ -248,7 +281,8 @@ async def _watch_signals(
 ) -> None:
     # Two signals, not one sent twice: the kernel merges a pending signal with a second
     # instance of itself, so "SIGTERM twice, quickly" can arrive as one.
-    with anyio.open_signal_receiver(signal.SIGTERM, STOP_NOW) as signals:
+    watched = [signal.SIGTERM] if STOP_NOW is None else [signal.SIGTERM, STOP_NOW]
+    with anyio.open_signal_receiver(*watched) as signals:
         task_status.started()
         async for signum in signals:
             if signum == STOP_NOW:
@@ -257,58 +291,3 @@ async def _watch_signals(
             else:
                 log.info("stopping: no new claims, running tasks may finish")
                 dispatcher.stop("stopped")
-
-
-async def _heartbeat(
-    path: Path,
-    worker_id: str,
-    check_interval: float,
-    dispatcher: Dispatcher,
-) -> None:
-    """Prove this worker is sound; stop if the supervisor is gone.
-
-    The file holds this process's pid and worker id (for signals and lease clean-up) and the
-    time of the last beat on the system-wide monotonic clock, which no NTP step moves. A
-    blocked loop stops beating, and so does a loop running a task that ignores its
-    cancellation past its limit: either way the supervisor kills the process before the
-    task's lease can pass to another worker.
-
-    The last beat of a worker that stops beating for overdue tasks names them, with the time
-    of the beat before it: the supervisor charges those tasks the attempt, and gives its other
-    tasks back uncounted.
-    """
-    parent = os.getppid()
-    last_beat = time.monotonic()
-    while True:
-        if os.getppid() != parent:
-            log.warning("the supervisor is gone: stopping")
-            dispatcher.stop("orphaned")
-            return
-        stuck = dispatcher.overdue(grace=attempts.overdue_grace(check_interval))
-        if stuck:
-            log.error(
-                "task %d %s ignores its cancellation past its time limit: stopping the "
-                "heartbeat so that the supervisor kills this worker",
-                stuck[0].id,
-                stuck[0].task_name,
-            )
-            # The old time, not a fresh one: naming the culprits must not delay the kill.
-            with contextlib.suppress(OSError):
-                _beat(path, worker_id, last_beat, overdue=[task.id for task in stuck])
-            return
-        last_beat = time.monotonic()
-        with contextlib.suppress(OSError):  # a missed beat is the supervisor's call to judge
-            _beat(path, worker_id, last_beat)
-        await anyio.sleep(attempts.heartbeat_period(check_interval))
-
-
-def _beat(path: Path, worker_id: str, at: float, overdue: list[int] | None = None) -> None:
-    """Write the heartbeat file whole (write, then rename): a reader never sees half of it.
-    Lines: pid, worker id, time of the beat (monotonic clock), and for a worker that stops
-    beating because tasks overran, their ids (comma-separated)."""
-    fresh = path.with_suffix(".new")
-    lines = [str(os.getpid()), worker_id, repr(at)]
-    if overdue:
-        lines.append(",".join(map(str, overdue)))
-    fresh.write_text("\n".join(lines) + "\n")
-    os.replace(fresh, path)

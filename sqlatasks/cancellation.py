@@ -1,0 +1,40 @@
+"""Telling our cancellations from a task's own: the one rule, for the executor and the hooks.
+
+A task's code can raise a cancellation that none of our scopes issued (a future cancelled
+elsewhere, an explicit `raise asyncio.CancelledError()`). Re-raised as if it were ours, it
+would stop the worker; it must fail that attempt only, like any exception (DESIGN.md, "A
+task's own CancelledError").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+import anyio
+
+
+def ours(exc: BaseException) -> bool:
+    """Whether `exc` is a cancellation that a scope enclosing this task issued: the attempt's
+    deadline, an operator's cancel, or shutdown. A cancellation raised while none of them is
+    cancelled is the task's own doing, and fails its attempt like any other exception."""
+    # current_effective_deadline() is -inf exactly when a scope around us (up to the nearest
+    # shield) has been cancelled: cancel_called on our own scopes, wherever they live.
+    return (
+        isinstance(exc, anyio.get_cancelled_exc_class())
+        and anyio.current_effective_deadline() == -math.inf
+    )
+
+
+def forget_native(exc: BaseException) -> None:
+    """A task that cancelled its own asyncio task (`current_task().cancel()`) and let the
+    error out leaves a cancellation request counted on the worker's task: withdraw it, or
+    anyio would take a later cancel of ours (a deadline) for a native one and not catch it."""
+    if not isinstance(exc, asyncio.CancelledError):
+        return
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # not running on asyncio
+        return
+    if task is not None and task.cancelling():
+        task.uncancel()
