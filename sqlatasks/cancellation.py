@@ -12,6 +12,7 @@ import asyncio
 import math
 
 import anyio
+import anyio.lowlevel
 
 
 def ours(exc: BaseException) -> bool:
@@ -37,4 +38,24 @@ def forget_native(exc: BaseException) -> None:
     except RuntimeError:  # not running on asyncio
         return
     if task is not None and task.cancelling():
+        task.uncancel()
+
+
+async def drop_stray() -> None:
+    """Withdraw a cancellation that code run by the current asyncio task requested of it and
+    left behind (it cancelled its own asyncio task, then returned), unless one of our scopes
+    is cancelled. A long-lived execution slot calls this between tasks: the next task, or
+    its wait for one, must not end in a cancellation that was not ours. Free when none is."""
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # not running on asyncio
+        return
+    if task is None or not task.cancelling() or anyio.current_effective_deadline() == -math.inf:
+        return
+    try:
+        await anyio.lowlevel.checkpoint()  # delivers a request still pending, here
+    except anyio.get_cancelled_exc_class():
+        if anyio.current_effective_deadline() == -math.inf:
+            raise  # ours came in meanwhile (shutdown)
+    while task.cancelling():
         task.uncancel()

@@ -8,7 +8,6 @@ then cancel what is left and hand it back as Released.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import math
 import uuid
@@ -26,27 +25,13 @@ from sqlatasks.completer import Completer
 from sqlatasks.connection import HeldConnection
 from sqlatasks.execution import Failed, LeaseLost, Limits, Released
 from sqlatasks.rows import ClaimedTask
+from sqlatasks.slots import Slots, Wakeup
 from sqlatasks.sql import claim as sql
 from sqlatasks.transactions import RunInTransaction
 
 log = logging.getLogger(__name__)
 TRACEBACK_LINES = 6
 """Lines of a failed task's traceback (its tail) in its log line."""
-
-
-class Wakeup:
-    """A level-triggered nudge: `set()` any number of times, `wait()` consumes it."""
-
-    def __init__(self) -> None:
-        self._event = anyio.Event()
-
-    def set(self) -> None:
-        self._event.set()
-
-    async def wait(self, seconds: float) -> None:
-        with anyio.move_on_after(seconds):
-            await self._event.wait()
-        self._event = anyio.Event()
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,12 +58,13 @@ class Running:
     claimed: ClaimedTask
     limits: Limits
     """Those of its claim."""
-    scope: anyio.CancelScope = dataclasses.field(default_factory=anyio.CancelScope)
-    """Cancelled by an operator's cancel (NOTIFY)."""
+    lease: leases.Lease
+    """Renewed while it runs (`leases.keep`); cancels the task once lost or untrusted. Its
+    scope also takes an operator's cancel: one scope per task, not two, on the hot path."""
+    cancelled: bool = False
+    """An operator cancelled it (NOTIFY) before it was cut off from its lease."""
     deadline: float | None = None
     """When its time limit runs out (anyio's clock), once it has started."""
-    lease: leases.Lease = dataclasses.field(default_factory=lambda: leases.Lease(math.inf))
-    """Renewed while it runs (`leases.keep`); cancels the task once lost or untrusted."""
 
 
 class Dispatcher:
@@ -138,10 +124,14 @@ class Dispatcher:
 
     async def run(self) -> None:
         """Claim and run until stopped (or, in burst mode, until nothing is due or running)."""
+        # Long-lived execution slots (sqlatasks.slots), not a task spawned per execution.
+        slots = Slots(self._execute)
         async with anyio.create_task_group() as executions:
             self._executions = executions.cancel_scope
+            for slot in range(self._policy.concurrency):
+                executions.start_soon(slots.serve, name=f"execution slot {slot}")
             try:
-                await self._claim_loop(executions)
+                await self._claim_loop(slots)
             finally:
                 await self._connection.close()
             with anyio.move_on_after(self._policy.shutdown_timeout):
@@ -154,7 +144,7 @@ class Dispatcher:
             log.warning("released %d unfinished tasks at shutdown", len(self._running))
         self._running.clear()
 
-    async def _claim_loop(self, executions: anyio.abc.TaskGroup) -> None:
+    async def _claim_loop(self, slots: Slots[Running]) -> None:
         backoff = Backoff(first=0.5, most=30.0)
         while not self._stopping:
             plan = self._claim_plan()
@@ -179,7 +169,7 @@ class Dispatcher:
             for task in claimed:
                 lease = leases.first_trust(self._policy.lease, self._policy.check_interval, sent)
                 running = self._running[task.id] = Running(task, limits, lease=lease)
-                executions.start_soon(self._execute, running, name=f"task {task.id}")
+                slots.put(running)
             if len(claimed) == sum(limit for _, limit in plan):
                 continue  # there may be more due: claim again once slots free up
             if self._policy.burst and not claimed and not self._running:
@@ -254,13 +244,14 @@ class Dispatcher:
     def cancel_running(self, payload: str) -> None:
         """Interrupt the running task whose id is `payload`, if it runs here."""
         running = self._running.get(int(payload)) if payload.isdigit() else None
-        if running is not None:
-            running.scope.cancel()
+        if running is not None and not running.lease.cut_off:
+            running.cancelled = True
+            running.lease.scope.cancel()
 
     async def _execute(self, running: Running) -> None:
         claimed = running.claimed
         outcome: execution.Outcome | None = None
-        with running.scope, running.lease.scope:  # an operator's cancel (NOTIFY); a lost lease
+        with running.lease.scope:  # a lost lease; an operator's cancel (NOTIFY)
 
             def started(deadline: float) -> None:
                 running.deadline = deadline
@@ -269,12 +260,11 @@ class Dispatcher:
                 claimed, running.limits, self._transactions, on_start=started
             )
         # A session task whose commit was under way when the cancel came is done: keep that.
-        cut_off = running.lease.cut_off and not isinstance(outcome, execution.WRITTEN_ELSEWHERE)
+        elsewhere = isinstance(outcome, execution.WRITTEN_ELSEWHERE)
+        cut_off = running.lease.cut_off and not running.cancelled and not elsewhere
         if cut_off:
             outcome = leases.lost(claimed, running.lease)
-        elif outcome is None or (
-            running.scope.cancel_called and not isinstance(outcome, execution.WRITTEN_ELSEWHERE)
-        ):
+        elif outcome is None or (running.cancelled and not elsewhere):
             outcome = execution.Cancelled(claimed)
             log.info("task %d %s cancelled while running", claimed.id, claimed.task_name)
         del self._running[claimed.id]

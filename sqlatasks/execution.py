@@ -263,7 +263,8 @@ async def _run_step(run: TaskRun, call: hooks.CallNext) -> BaseException | None:
     (`cancellation.ours`).
     """
     logs.reassert()  # a module imported lazily may have reset the logging configuration
-    hooks.emit(hooks.Event("start", run.task_name, run.queue, run.id, run.attempt))
+    if hooks.wanted("start"):  # no event built per task for no one
+        hooks.emit(hooks.Event("start", run.task_name, run.queue, run.id, run.attempt))
     return await hooks.around(run, call)
 
 
@@ -287,17 +288,19 @@ def outcome_name(outcome: Outcome) -> str:
 def report(outcome: Outcome, duration: float) -> None:
     """Log a task's end at DEBUG, and tell the hooks: end, and retry or park."""
     claimed, name = outcome.task, outcome_name(outcome)
-    log.debug(
-        "task %d %s attempt %d ended: %s in %.3f s",
-        claimed.id,
-        claimed.task_name,
-        claimed.attempts,
-        name,
-        duration,
-        extra={"outcome": name, "duration": duration},
-    )
+    if log.isEnabledFor(logging.DEBUG):  # no record's arguments built per task when off
+        log.debug(
+            "task %d %s attempt %d ended: %s in %.3f s",
+            claimed.id,
+            claimed.task_name,
+            claimed.attempts,
+            name,
+            duration,
+            extra={"outcome": name, "duration": duration},
+        )
     base = (claimed.task_name, claimed.queue, claimed.id, claimed.attempts)
-    hooks.emit(hooks.Event("end", *base, outcome=name, duration=duration))
+    if hooks.wanted("end"):
+        hooks.emit(hooks.Event("end", *base, outcome=name, duration=duration))
     if isinstance(outcome, Failed):
         kind: hooks.EventKind = "park" if outcome.retry_in is None else "retry"
         hooks.emit(hooks.Event(kind, *base, outcome=name, error=outcome.error))

@@ -101,6 +101,8 @@ async def around(run: TaskRun, call: CallNext) -> BaseException | None:
     Cancellation of the task is re-raised as it came. Anything a middleware raises of its own
     is logged and ignored.
     """
+    if not _middleware:
+        return await _bare(call)
     raised: list[BaseException] = []
     called = False
 
@@ -130,6 +132,18 @@ async def around(run: TaskRun, call: CallNext) -> BaseException | None:
     if raised:
         cancellation.forget_native(raised[0])
     return raised[0] if raised else None
+
+
+async def _bare(call: CallNext) -> BaseException | None:
+    """`around` without middleware: the same outcome, without building the chain per task."""
+    try:
+        await call()
+    except BaseException as exc:
+        if cancellation.ours(exc):
+            raise
+        cancellation.forget_native(exc)
+        return exc
+    return None
 
 
 def _link(middleware: Middleware, run: TaskRun, call_next: CallNext) -> CallNext:

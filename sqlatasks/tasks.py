@@ -67,13 +67,13 @@ class Task(Generic[PayloadT]):
         if not self.wants_session:
             if session is not None:
                 raise TypeError(f"task {self.name!r} takes no session")
-            return await typing.cast(TaskFunction[PayloadT], self.function)(payload)
+            return await typing.cast("TaskFunction[PayloadT]", self.function)(payload)
         if session is None:
             raise TypeError(
                 f"task {self.name!r} writes through a session: call it as "
                 "`await task(payload, session)`"
             )
-        return await typing.cast(SessionTaskFunction[PayloadT], self.function)(payload, session)
+        return await typing.cast("SessionTaskFunction[PayloadT]", self.function)(payload, session)
 
     @property
     def policy(self) -> attempts.RetryPolicy:
