@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Callable
 
 import anyio
 import anyio.lowlevel
@@ -39,6 +40,16 @@ def forget_native(exc: BaseException) -> None:
         return
     if task is not None and task.cancelling():
         task.uncancel()
+
+
+def cancelling_of_current() -> Callable[[], int]:
+    """The current asyncio task's `cancelling` (requests pending on it), to ask cheaply and
+    often; always 0 off asyncio."""
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # not running on asyncio
+        task = None
+    return task.cancelling if task is not None else lambda: 0
 
 
 async def drop_stray() -> None:

@@ -143,10 +143,11 @@ async def _steps(
         return resolved
     task, payload = resolved
     limit = attempts.time_limit(task.policy, limits.task_timeout)
-    ends = anyio.current_time() + limit
+    now = anyio.current_time()  # once: anyio looks its backend up on every call
+    ends = now + limit
     if on_start is not None:
         on_start(ends)
-    ran = await _perform(claimed, task, payload, transactions, ends, _keeping(task, limits))
+    ran = await _perform(claimed, task, payload, transactions, ends, _keeping(task, limits, now))
     # First: a commit that went through is final, even if the deadline passed while it ran.
     if ran.committed is not None:
         return Committed(claimed) if ran.committed else LeaseLost(claimed)
@@ -159,14 +160,15 @@ async def _steps(
     return Completed(claimed, ran.returned if isinstance(ran.returned, Keep) else None)
 
 
-def _keeping(task: Task[Any], limits: Limits) -> Callable[[Any, float], Keep | None]:
-    """What to keep of a finished run of `task`, given its return value and its start (anyio's
-    clock): nothing (None) when it is not kept, so the hot path writes what it always did."""
+def _keeping(task: Task[Any], limits: Limits, started: float) -> Callable[[Any], Keep | None]:
+    """What to keep of a finished run of `task` started at `started` (anyio's clock), given its
+    return value: nothing (None) when it is not kept, so the hot path writes what it always
+    did."""
     seconds = task.keep if task.keep is not None else limits.keep
     if not seconds:
-        return lambda _value, _started: None
+        return _keep_nothing
 
-    def keep(value: Any, started: float) -> Keep:
+    def keep(value: Any) -> Keep:
         try:
             result = task.dump_result(value)
         except Exception as exc:  # pydantic's serialization error, or a model's own
@@ -175,6 +177,10 @@ def _keeping(task: Task[Any], limits: Limits) -> Callable[[Any, float], Keep | N
         return Keep(seconds, result, anyio.current_time() - started)
 
     return keep
+
+
+def _keep_nothing(_value: Any) -> None:
+    return None
 
 
 _told: set[str] = set()
@@ -222,7 +228,7 @@ async def _perform(
     payload: Any,
     transactions: RunInTransaction,
     deadline: float,
-    keep: Callable[[Any, float], Keep | None],
+    keep: Callable[[Any], Keep | None],
 ) -> _Ran:
     run = TaskRun(
         id=claimed.id,
@@ -235,18 +241,17 @@ async def _perform(
     committed: bool | None = None
     raised: BaseException | None = None
     returned: Keep | None = None
-    started = anyio.current_time()
 
     async def in_session(session: AsyncSession) -> Keep | None:
         # Kept in the task's own transaction: the result commits with its writes, or not at all.
-        return keep(await task(payload, session), started)
+        return keep(await task(payload, session))
 
     async def call() -> None:
         nonlocal committed, returned
         if task.wants_session:
             committed = await transactions(claimed, in_session)
         else:
-            returned = keep(await task(payload), started)
+            returned = keep(await task(payload))
 
     with anyio.CancelScope(deadline=deadline) as scope, running(run):
         raised = await _run_step(run, call)

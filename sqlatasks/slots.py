@@ -38,15 +38,17 @@ class Slots(Generic[T]):
 
     async def serve(self) -> None:
         """One slot: run items as they come, until cancelled."""
+        cancelling = cancellation.cancelling_of_current()
         while True:
             while not self._waiting:
                 if self._ready.is_set():
                     self._ready = anyio.Event()
                 await self._ready.wait()
             await self._run(self._waiting.popleft())
-            # A task that cancelled its own asyncio task and returned leaves that request on
-            # the slot: withdraw it, or the slot's next wait would end in it.
-            await cancellation.drop_stray()
+            if cancelling():
+                # A task that cancelled its own asyncio task and returned leaves that request
+                # on the slot: withdraw it, or the slot's next wait would end in it.
+                await cancellation.drop_stray()
 
 
 class Wakeup:
