@@ -8,6 +8,7 @@ flag beats the environment, which beats the default. The two repeatable flags ar
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Annotated, Any, Literal
 
 import pydantic
@@ -110,6 +111,11 @@ class Settings(BaseSettings):
         "INFO", description="DEBUG, INFO, WARNING or ERROR"
     )
     notify: bool = Field(True, description="wake idle workers by LISTEN/NOTIFY")
+    event_loop: Literal["asyncio", "uvloop"] = Field(
+        "asyncio",
+        description="the workers' event loop: asyncio, or uvloop (the uvloop extra; "
+        "docs/performance.md)",
+    )
     log_format: Literal["text", "json"] = Field(
         "text", description="text, or json: one JSON object per line, for log shippers"
     )
@@ -124,6 +130,13 @@ class Settings(BaseSettings):
     middleware: Annotated[tuple[str, ...], NoDecode] = Field(
         (), description="module:callable run around every execution (repeatable; docs/hooks)"
     )
+
+    @field_validator("event_loop")
+    @classmethod
+    def _event_loop(cls, value: str) -> str:
+        if value == "uvloop" and importlib.util.find_spec("uvloop") is None:
+            raise ValueError("uvloop is not installed: pip install 'sqlatasks[uvloop]'")
+        return value
 
     @field_validator("database_url")
     @classmethod

@@ -82,7 +82,9 @@ def worker_main(
     logs.install_record_factory()
     logs.attach(handler, settings.log_level)
     try:
-        return anyio.run(_run, settings, index, Path(heartbeat), handler)
+        # anyio runs on asyncio either way; uvloop only replaces the loop underneath.
+        options = {"use_uvloop": settings.event_loop == "uvloop"}
+        return anyio.run(_run, settings, index, Path(heartbeat), handler, backend_options=options)
     finally:
         logs.detach()
         handler.close()
