@@ -166,7 +166,7 @@ def _keeping(task: Task[Any], limits: Limits, started: float) -> Callable[[Any],
     did."""
     seconds = task.keep if task.keep is not None else limits.keep
     if not seconds:
-        return _keep_nothing
+        return lambda _value: None
 
     def keep(value: Any) -> Keep:
         try:
@@ -177,10 +177,6 @@ def _keeping(task: Task[Any], limits: Limits, started: float) -> Callable[[Any],
         return Keep(seconds, result, anyio.current_time() - started)
 
     return keep
-
-
-def _keep_nothing(_value: Any) -> None:
-    return None
 
 
 _told: set[str] = set()
