@@ -15,6 +15,7 @@ runner's own writes are `synchronous_commit = off` in any case (docs/runner.md).
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import re
 import time
 import uuid
@@ -31,7 +32,11 @@ from sqlatasks.models import TABLE_NAME
 TASKS, QUICK_TASKS = 50_000, 5_000
 SHAPES = ((1, 10), (1, 100), (2, 50))
 """(workers, concurrency) pairs."""
+LOOPS = ("asyncio", "uvloop") if importlib.util.find_spec("uvloop") else ("asyncio",)
+"""The runner's --event-loop choices measured: uvloop when it is installed (the uvloop extra)."""
 STARTED = re.compile(r"^(\S+ \S+) INFO worker-\d+\[\d+\] sqlatasks\.worker: started", re.M)
+WORKER_CPU = re.compile(r"sqlatasks\.worker: exited \(\w+\) after ([0-9.]+) s of CPU")
+"""Each worker's CPU from its start to its exit (imports excluded): the runner's own cost."""
 
 _CLAIM = f"""
 WITH due AS MATERIALIZED (
@@ -69,26 +74,45 @@ async def run(url: str, quick: bool) -> list[measure.Row]:
             seconds = await raw_drain(url, workers, concurrency)
             rows.append(measure.Row(raw_name, tasks, (seconds,)))
 
-            await database.truncate(engine)
-            await fill(engine, tasks)
-            seconds, startup = await runner_drain(url, workers, concurrency)
-            left = await queued(engine)
-            if left:
-                raise SystemExit(f"benchmarks: the runner --burst left {left} tasks unprocessed")
-            rows.append(
-                measure.Row(
-                    f"sqlatasks runner --burst {shape}",
-                    tasks,
-                    (seconds,),
-                    baselines=(raw_name,),
-                    notes={"startup_seconds": round(startup, 2), "unprocessed tasks": 0.0},
+            for loop in LOOPS:
+                name = f"sqlatasks runner --burst {shape}" + (
+                    "" if loop == "asyncio" else f" {loop}"
                 )
-            )
+                rows.append(
+                    await runner_row(engine, url, tasks, name, raw_name, workers, concurrency, loop)
+                )
             print(f"  {shape}: done", flush=True)
     finally:
         await database.truncate(engine)
         await engine.dispose()
     return rows
+
+
+async def runner_row(
+    engine: AsyncEngine,
+    url: str,
+    tasks: int,
+    name: str,
+    raw_name: str,
+    workers: int,
+    concurrency: int,
+    loop: str,
+) -> measure.Row:
+    """The runner draining `tasks` no-op tasks on event loop `loop`, as a row beside the raw
+    loop of the same shape."""
+    await database.truncate(engine)
+    await fill(engine, tasks)
+    flags = ("--event-loop", loop)
+    seconds, startup, cpu = await runner_drain(url, workers, concurrency, *flags)
+    left = await queued(engine)
+    if left:
+        raise SystemExit(f"benchmarks: the runner --burst left {left} tasks unprocessed")
+    notes = {
+        "startup_seconds": round(startup, 2),
+        "worker CPU µs per task": round(cpu / tasks * 1e6, 1),
+        "unprocessed tasks": 0.0,
+    }
+    return measure.Row(name, tasks, (seconds,), baselines=(raw_name,), notes=notes)
 
 
 async def fill(engine: AsyncEngine, tasks: int) -> None:
@@ -124,11 +148,14 @@ async def raw_drain(url: str, connections: int, batch: int) -> float:
     return time.perf_counter() - start
 
 
-async def runner_drain(url: str, workers: int, concurrency: int) -> tuple[float, float]:
-    """(seconds from the first worker's start to exit, seconds of start-up)."""
+async def runner_drain(
+    url: str, workers: int, concurrency: int, *flags: str
+) -> tuple[float, float, float]:
+    """(seconds from the first worker's start to exit, seconds of start-up, CPU seconds of
+    the workers from their start to their exit)."""
     launched = time.time()
     process = await database.start_runner(
-        url, "--burst", "--workers", str(workers), "--concurrency", str(concurrency)
+        url, "--burst", "--workers", str(workers), "--concurrency", str(concurrency), *flags
     )
     _, stderr = await process.communicate()
     exited = time.time()
@@ -142,4 +169,5 @@ async def runner_drain(url: str, workers: int, concurrency: int) -> tuple[float,
     if not starts:
         raise SystemExit(f"benchmarks: no worker start in the runner's log:\n{log}")
     first = min(starts)
-    return exited - first, first - launched
+    cpu = sum(float(seconds) for seconds in WORKER_CPU.findall(log))
+    return exited - first, first - launched, cpu

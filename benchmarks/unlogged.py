@@ -82,7 +82,7 @@ async def run(url: str, quick: bool) -> list[measure.Row]:
 
     async def runner_drain(n: int) -> float:
         await process.fill(engine, n)
-        seconds, _startup = await process.runner_drain(url, 2, 50)
+        seconds, _startup, _cpu = await process.runner_drain(url, 2, 50)
         left = await process.queued(engine)
         if left:
             raise SystemExit(f"benchmarks: the runner left {left} tasks unprocessed")

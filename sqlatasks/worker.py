@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import socket
+import time
 import uuid
 from dataclasses import dataclass
 from functools import partial
@@ -130,6 +131,7 @@ async def _run(
     logs.attach(handler, settings.log_level)
     _hooks(settings, handler)
     parts = build(settings, index)
+    cpu = time.process_time()
     try:
         await serve(parts, settings, heartbeat_file)
     finally:
@@ -139,7 +141,8 @@ async def _run(
         reason = "orphaned"
     elif parts.dispatcher.stop_reason is not None:
         reason = "stopped"
-    log.info("exited (%s)", reason)
+    # The CPU it spent serving (imports excluded): per task, what the runner itself costs.
+    log.info("exited (%s) after %.3f s of CPU", reason, time.process_time() - cpu)
     return reason
 
 
