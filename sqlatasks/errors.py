@@ -169,6 +169,8 @@ def describe(exc: BaseException, *, with_traceback: bool = False) -> str:
     `with_traceback`, the last TRACEBACK_TAIL characters of its traceback. Never raises, even
     for an exception whose __str__ does, and never longer than ERROR_LIMIT characters: a
     message longer than MESSAGE_LIMIT keeps its head and its tail and says how much was cut."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]  # a task group's wrapping says nothing: name what it wraps
     try:
         message = str(getattr(exc, "orig", None) or exc).strip()
         text = f"{type(exc).__name__}: {cut(message, MESSAGE_LIMIT)}"

@@ -272,6 +272,7 @@ OUTCOME_NAMES = {
     "Committed": "completed",
     "Released": "released",
     "Snoozed": "snoozed",
+    "Deferred": "deferred",
     "Cancelled": "cancelled",
     "LeaseLost": "lease_lost",
 }
@@ -281,7 +282,8 @@ def outcome_name(outcome: Outcome) -> str:
     """The outcome's label in logs, events and metrics: completed, retry, parked, ..."""
     if isinstance(outcome, Failed):
         return "parked" if outcome.retry_in is None else "retry"
-    return OUTCOME_NAMES[type(outcome).__name__]
+    kind = type(outcome).__name__
+    return OUTCOME_NAMES.get(kind, kind.lower())
 
 
 def report(outcome: Outcome, duration: float) -> None:
