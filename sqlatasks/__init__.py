@@ -14,6 +14,7 @@ from sqlatasks.context import TaskRun, current_task
 from sqlatasks.enqueue import enqueue, enqueue_many
 from sqlatasks.errors import (
     ConfigurationError,
+    GiveUp,
     InvalidOption,
     PayloadError,
     ScheduleError,
@@ -24,11 +25,22 @@ from sqlatasks.errors import (
     TaskNotRegistered,
 )
 from sqlatasks.models import QueuedTask
-from sqlatasks.operations import cancel, delete_failed, failed_tasks, queue_stats, retry_failed
+from sqlatasks.operations import (
+    cancel,
+    delete_failed,
+    failed_tasks,
+    pause_queue,
+    queue_settings,
+    queue_stats,
+    resume_queue,
+    retry_failed,
+    set_queue_limits,
+)
 from sqlatasks.tasks import Schedule, Task, periodic, task
 
 __all__ = [
     "ConfigurationError",
+    "GiveUp",
     "InvalidOption",
     "PayloadError",
     "QueuedTask",
@@ -47,8 +59,12 @@ __all__ = [
     "enqueue",
     "enqueue_many",
     "failed_tasks",
+    "pause_queue",
     "periodic",
+    "queue_settings",
     "queue_stats",
+    "resume_queue",
     "retry_failed",
+    "set_queue_limits",
     "task",
 ]

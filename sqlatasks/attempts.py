@@ -5,8 +5,10 @@ The runner's executor, the supervisor's rescue of a dead worker's tasks and
 
     time limit     the task's own timeout, else the runner's --task-timeout; never past the
                    cap the claim's lease was sized for
-    retry or park  a failed attempt parks the task once it has used max_attempts; otherwise
-                   it is due again after the task's delay (fixed, or exponential with jitter)
+    retry or park  a failed attempt parks the task once it has used max_attempts, or at once
+                   when it raised GiveUp, an exception of `no_retry_on`, or one outside
+                   `retry_on`; otherwise it is due again after the task's delay (fixed, or
+                   exponential with jitter)
     lease          outlasts the longest time limit plus the time the supervisor needs to see
                    a hung worker and kill it (`hang_kill_bound`), so no second worker takes a
                    task while a live one may still be running it
@@ -17,6 +19,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from typing import Literal
+
+from sqlatasks import errors
 
 Backoff = Literal["fixed", "exponential"]
 
@@ -38,6 +42,10 @@ class RetryPolicy:
     retry_delay * 2^(n-1), capped at retry_delay_max, times a jitter between 0.5 and 1."""
     retry_delay_max: float = 3600.0
     """Seconds at most between attempts, with exponential backoff."""
+    retry_on: tuple[type[BaseException], ...] | None = None
+    """Only failures raising these (or subclasses) are retried; None means every failure."""
+    no_retry_on: tuple[type[BaseException], ...] = ()
+    """Failures raising these (or subclasses) park at once."""
 
 
 def time_limit(policy: RetryPolicy, default: float, cap: float) -> float:
@@ -60,12 +68,28 @@ def exhausted(attempts: int, max_attempts: int | None) -> bool:
 
 
 def after_failure(
-    policy: RetryPolicy, attempt: int, max_attempts: int | None, default_delay: float
+    policy: RetryPolicy,
+    attempt: int,
+    max_attempts: int | None,
+    default_delay: float,
+    raised: type[BaseException] | None = None,
 ) -> float | None:
-    """Seconds until a task whose attempt `attempt` failed is due again; None parks it."""
-    if exhausted(attempt, max_attempts):
+    """Seconds until a task whose attempt `attempt` failed is due again; None parks it.
+
+    `raised` is the type of what the attempt raised (TimeoutError for its time limit), None
+    when it ended without an exception of its own (its worker died): only `max_attempts`
+    parks it then."""
+    if exhausted(attempt, max_attempts) or (raised is not None and gives_up(policy, raised)):
         return None
     return retry_delay(policy, attempt, default_delay)
+
+
+def gives_up(policy: RetryPolicy, raised: type[BaseException]) -> bool:
+    """Whether a failure raising `raised` parks at once, whatever attempts are left:
+    GiveUp always; then `no_retry_on` wins over `retry_on`."""
+    if issubclass(raised, errors.GiveUp) or issubclass(raised, policy.no_retry_on):
+        return True
+    return policy.retry_on is not None and not issubclass(raised, policy.retry_on)
 
 
 def lost_before(attempt: int, max_attempts: int | None) -> bool:

@@ -8,7 +8,8 @@
     ├── PayloadError             a payload of the wrong model, or one its model rejects
     ├── TaskNotRegistered        a row names no task that this process may run
     ├── ConfigurationError       a setting is invalid, or the database cannot be reached
-    └── Snooze                   raised by a task: run me again later, this was no failure
+    ├── Snooze                   raised by a task: run me again later, this was no failure
+    └── GiveUp                   raised by a task: park me now, retrying cannot help
 
 Each exception carries its facts as attributes, and its message says what to do next.
 """
@@ -97,6 +98,13 @@ class Snooze(SqlatasksError):
             raise ValueError("Snooze(after=...) takes zero or a positive number of seconds")
         self.after = seconds
         super().__init__(f"snooze for {seconds:g} s")
+
+
+class GiveUp(SqlatasksError):
+    """Raised by a task to fail for good: the task is parked at once, with this exception as
+    its last_error, however many attempts it has left (`retry_failed` runs it again).
+
+    Use it for failures no retry can mend (a card declined, a record deleted meanwhile)."""
 
 
 TRACEBACK_TAIL = 4000

@@ -4,6 +4,7 @@ import sqlatasks
 def test_all_is_the_public_api_sorted() -> None:
     assert sqlatasks.__all__ == [
         "ConfigurationError",
+        "GiveUp",
         "InvalidOption",
         "PayloadError",
         "QueuedTask",
@@ -22,9 +23,13 @@ def test_all_is_the_public_api_sorted() -> None:
         "enqueue",
         "enqueue_many",
         "failed_tasks",
+        "pause_queue",
         "periodic",
+        "queue_settings",
         "queue_stats",
+        "resume_queue",
         "retry_failed",
+        "set_queue_limits",
         "task",
     ]
     assert sqlatasks.__all__ == sorted(sqlatasks.__all__)
