@@ -18,11 +18,15 @@ from tests.flow_tasks import Job, hold, hold_two
 
 
 async def _claim(
-    conn: AsyncConnection, limit: int = 10, *, limited: str | None = None
+    conn: AsyncConnection,
+    limit: int = 10,
+    *,
+    limited: str | None = None,
+    queues: tuple[str, ...] = (),
 ) -> list[rows.ClaimedTask]:
     return await claim.task_claim(
         conn,
-        queues=(),
+        queues=queues,
         limited=limited,
         limit=limit,
         lease_seconds=60,
@@ -91,19 +95,22 @@ async def test_a_full_key_at_the_head_blocks_no_other_task(engine: AsyncEngine) 
 async def test_a_key_being_claimed_elsewhere_is_skipped_and_then_seen_full(
     engine: AsyncEngine,
 ) -> None:
+    # One key in two queues: the second claimer never meets the first one's row, so only the
+    # key's lock tells it that the key is being taken (the lease is not committed yet).
     await _add(
         engine,
-        *(enqueue(hold, Job(key=k, group="a"), concurrency_key="a") for k in (1, 2)),
-        enqueue(hold, Job(key=3, group="b"), concurrency_key="b"),
+        enqueue(hold, Job(key=1, group="a"), concurrency_key="a", queue="one"),
+        enqueue(hold, Job(key=2, group="a"), concurrency_key="a", queue="two"),
+        enqueue(hold, Job(key=3, group="b"), concurrency_key="b", queue="two"),
     )
     async with engine.connect() as first, engine.connect() as second:
         await second.execution_options(isolation_level="AUTOCOMMIT")
         await first.begin()
-        assert _payloads(await _claim(first, limit=1)) == [(1, "a")]  # not committed yet
+        assert _payloads(await _claim(first, queues=("one",))) == [(1, "a")]  # uncommitted
         # The first claimer holds "a" until it commits: the second takes only "b".
-        assert _payloads(await _claim(second)) == [(3, "b")]
+        assert _payloads(await _claim(second, queues=("two",))) == [(3, "b")]
         await first.commit()
-        assert await _claim(second) == []  # "a" is running now
+        assert await _claim(second, queues=("two",)) == []  # "a" is running now
 
 
 async def test_unkeyed_claim_keeps_its_plan(session: AsyncSession) -> None:
