@@ -23,19 +23,23 @@ def _claim(queue_filter: str, limit: str = ":limit") -> TextClause:
 WITH due AS MATERIALIZED (
     -- MATERIALIZED: run the locking SELECT once; inlined, the planner may re-run it per
     -- joined row and lock more rows than LIMIT.
-    SELECT id FROM {TABLE_NAME}
-    WHERE failed_at IS NULL                     -- the claim index is partial on this
-      AND scheduled_at <= now()
-      AND (locked_until IS NULL OR locked_until < now())   -- free, or its lease expired
-      {queue_filter}
-      -- A keyed row only while its key has room (v4 `sqlatasks_key_admits`), checked row by
-      -- row in claim order: a full key is skipped, not waited on, so it blocks no other row.
-      -- Unkeyed rows never call the function: without keys, the plan and cost are unchanged.
-      AND (concurrency_key IS NULL
-           OR sqlatasks_key_admits(concurrency_key, concurrency_limit, :token))
-    ORDER BY priority DESC, scheduled_at, id    -- the claim index order: no sort
+    SELECT id FROM (
+        SELECT id, concurrency_key, concurrency_limit FROM {TABLE_NAME}
+        WHERE failed_at IS NULL                     -- the claim index is partial on this
+          AND scheduled_at <= now()
+          AND (locked_until IS NULL OR locked_until < now())   -- free, or its lease expired
+          {queue_filter}
+        ORDER BY priority DESC, scheduled_at, id    -- the claim index order: no sort
+        OFFSET 0    -- a fence: the key check below must not be pushed under the ORDER BY
+        FOR UPDATE SKIP LOCKED                      -- concurrent claimers take disjoint rows
+    ) AS ordered
+    -- A keyed row only while its key has room (v4 `sqlatasks_key_admits`), checked row by row
+    -- in claim order as the LIMIT pulls them (never on rows past it, whatever the plan), and
+    -- after the row lock: a full key is skipped, not waited on, so it blocks no other row.
+    -- Unkeyed rows never call the function.
+    WHERE concurrency_key IS NULL
+       OR sqlatasks_key_admits(concurrency_key, concurrency_limit, :token)
     LIMIT {limit}
-    FOR UPDATE SKIP LOCKED                      -- concurrent claimers take disjoint rows
 )
 UPDATE {TABLE_NAME} AS t
 SET attempts = t.attempts + 1,
