@@ -3,6 +3,7 @@ PostgreSQL, cron in time zones across DST, giving up, retry filters, enqueue by 
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime
 
@@ -11,7 +12,17 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 import sqlatasks
-from sqlatasks import attempts, cron, enqueue, errors, execution, operations, rows, testing
+from sqlatasks import (
+    attempts,
+    commands,
+    cron,
+    enqueue,
+    errors,
+    execution,
+    operations,
+    rows,
+    testing,
+)
 from sqlatasks.sql import claim
 from tests import flow_tasks
 from tests.flow_tasks import Job, hold, hold_two
@@ -297,3 +308,29 @@ def test_enqueue_by_name_refuses_what_no_worker_could_load() -> None:
     # A registered name validates at enqueue, against its model.
     with pytest.raises(errors.PayloadError):
         enqueue(hold.name, {"key": "not a number"})
+
+
+# -- the command line ---------------------------------------------------------------------------
+
+
+def test_the_cli_pauses_limits_and_lists_queues(
+    db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def run(*args: str) -> int:
+        return commands.main(["--database-url", db_url, *args])
+
+    assert run("pause", "exports") == 0
+    assert run("limit", "emails", "--max-running", "5", "--per-second", "10") == 0
+    capsys.readouterr()
+    assert run("queues", "--json") == 0
+    assert json.loads(capsys.readouterr().out) == [
+        {"queue": "emails", "paused": False, "max_running": 5, "per_second": 10.0},
+        {"queue": "exports", "paused": True, "max_running": None, "per_second": None},
+    ]
+    assert run("resume", "exports") == 0
+    assert run("limit", "emails") == 0  # every limit lifted: nothing left to say
+    capsys.readouterr()
+    assert run("queues", "--json") == 0
+    assert json.loads(capsys.readouterr().out) == []
+    assert run("limit", "emails", "--max-running", "-1") == 2
+    assert "max_running" in capsys.readouterr().err
