@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlatasks import errors, rows
 from sqlatasks.backoff import Backoff
 from sqlatasks.connection import HeldConnection
-from sqlatasks.execution import Cancelled, Completed, Failed, Outcome, Released, Snoozed
+from sqlatasks.execution import Completed, Failed, Outcome, Released, Snoozed
 from sqlatasks.sql import outcomes as sql
 
 log = logging.getLogger(__name__)
@@ -138,8 +138,8 @@ class Completer:
             raise
         if written < len(batch):
             log.warning(
-                "%d of %d outcomes matched no lease (their leases had expired and passed on); "
-                "nothing was written for them",
+                "%d of %d outcomes matched no lease (their leases had expired and passed on, or "
+                "an operator cancelled them); nothing was written for them",
                 len(batch) - written,
                 len(batch),
             )
@@ -152,8 +152,9 @@ class Completer:
 
 
 async def write_outcomes(conn: AsyncConnection, batch: Sequence[Outcome]) -> int:
-    """Write a batch of outcomes, one statement per kind; the number of rows changed."""
-    acks = [(o.task.id, o.task.lease_token) for o in batch if isinstance(o, Completed | Cancelled)]
+    """Write a batch of outcomes, one statement per kind; the number of rows changed.
+    Outcomes in `execution.WRITTEN_ELSEWHERE` have no row to write, and are skipped."""
+    acks = [(o.task.id, o.task.lease_token) for o in batch if isinstance(o, Completed)]
     failures = [
         rows.Failure(o.task.id, o.task.lease_token, o.error, o.retry_in)
         for o in batch

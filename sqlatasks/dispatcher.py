@@ -294,7 +294,7 @@ def _log_outcome(claimed: ClaimedTask, outcome: execution.Outcome) -> None:
     if isinstance(outcome, LeaseLost):
         log.warning(
             "task %d %s attempt %d lost its lease before it could commit: its "
-            "transaction was rolled back, and the claim that took it over runs it",
+            "transaction was rolled back (another claim took it over, or it was cancelled)",
             claimed.id,
             claimed.task_name,
             claimed.attempts,

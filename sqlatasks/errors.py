@@ -107,13 +107,20 @@ class GiveUp(SqlatasksError):
     Use it for failures no retry can mend (a card declined, a record deleted meanwhile)."""
 
 
+MESSAGE_LIMIT = 2000
+"""Characters of an exception's message kept (its head and its tail); likewise of each line
+of its traceback."""
 TRACEBACK_TAIL = 4000
 """Characters of a traceback kept by `describe(..., with_traceback=True)`: its end, where the
 exception was raised."""
+ERROR_LIMIT = 8000
+"""The most characters `describe` returns, whatever the exception: what a task's `last_error`
+holds, and the most a log line about one exception carries."""
 
 
 def one_line(exc: BaseException) -> str:
-    """An exception as one log line: "Type: first line of its message"."""
+    """An exception as one log line: "Type: first line of its message" (at most
+    MESSAGE_LIMIT characters of it, with the cut said)."""
     return describe(exc).partition("\n")[0]
 
 
@@ -121,14 +128,30 @@ def describe(exc: BaseException, *, with_traceback: bool = False) -> str:
     """An exception as text that PostgreSQL and a log line accept: "Type: message" (for a
     database error, the driver's own message without SQLAlchemy's echo of the SQL), then, with
     `with_traceback`, the last TRACEBACK_TAIL characters of its traceback. Never raises, even
-    for an exception whose __str__ does."""
+    for an exception whose __str__ does, and never longer than ERROR_LIMIT characters: a
+    message longer than MESSAGE_LIMIT keeps its head and its tail and says how much was cut."""
     try:
-        text = f"{type(exc).__name__}: {str(getattr(exc, 'orig', None) or exc).strip()}"
+        message = str(getattr(exc, "orig", None) or exc).strip()
+        text = f"{type(exc).__name__}: {cut(message, MESSAGE_LIMIT)}"
         if with_traceback:
-            text += "\n" + "".join(traceback.format_exception(exc))[-TRACEBACK_TAIL:]
+            lines = traceback.format_exception(exc)
+            text += "\n" + "".join(cut(line, MESSAGE_LIMIT) for line in lines)[-TRACEBACK_TAIL:]
     except Exception:
         text = f"{type(exc).__name__}: <message unavailable>"
-    return _storable(text)
+    return cut(_storable(text), ERROR_LIMIT)
+
+
+def cut(text: str, limit: int) -> str:
+    """`text` if it has at most `limit` characters; else its head and its tail, with the
+    number of characters cut between them, `limit` characters in all."""
+    if len(text) <= limit:
+        return text
+    marker = ""
+    for _ in range(3):  # the marker's length counts in the cut, and its number in its length
+        marker = f" [... {len(text) - limit + len(marker):,} characters cut ...] "
+    keep = max(limit - len(marker), 0)
+    head = keep // 2
+    return (text[:head] + marker + text[len(text) - (keep - head) :])[:limit]
 
 
 def _storable(text: str) -> str:

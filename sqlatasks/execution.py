@@ -8,7 +8,9 @@ also deletes its row (`Committed`): see sqlatasks.transactions.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -58,7 +60,8 @@ class Snoozed:
 
 @dataclass(frozen=True, slots=True)
 class Cancelled:
-    """An operator cancelled the running task: delete its row, like a success."""
+    """An operator cancelled the running task. The cancel deleted its row already (see
+    `sql.operator.task_cancel`): nothing is left to write."""
 
     task: ClaimedTask
 
@@ -80,7 +83,7 @@ class LeaseLost:
 
 
 Outcome = Completed | Failed | Released | Snoozed | Cancelled | Committed | LeaseLost
-WRITTEN_ELSEWHERE = (Committed, LeaseLost)
+WRITTEN_ELSEWHERE = (Committed, LeaseLost, Cancelled)
 """Outcomes whose row the completer must not touch."""
 
 
@@ -143,7 +146,9 @@ def _resolve(claimed: ClaimedTask, limits: Limits) -> tuple[Task[Any], Any] | Fa
         return task, task.load(claimed.payload)
     except (errors.TaskNotRegistered, errors.PayloadError) as exc:
         return Failed(claimed, error=errors.describe(exc), retry_in=None)
-    except Exception as exc:  # a model validator that raised something odd: the same
+    except BaseException as exc:  # a model validator that raised something odd: the same
+        if cancelled_by_us(exc):
+            raise
         return Failed(claimed, error=errors.describe(exc, with_traceback=True), retry_in=None)
 
 
@@ -178,14 +183,43 @@ async def _perform(
                 committed = await transactions(claimed, partial(task, payload))
             else:
                 await task(payload)
-        except anyio.get_cancelled_exc_class():
-            raise  # our deadline (caught by its scope) or shutdown (propagates)
         except BaseException as exc:
-            # SystemExit or KeyboardInterrupt from a task fails the task, not the worker.
+            if cancelled_by_us(exc):
+                raise  # our deadline (caught by its scope), an operator's cancel, or shutdown
+            # Anything else fails this attempt only, not the worker: SystemExit,
+            # KeyboardInterrupt, and a cancellation none of our scopes issued (a future
+            # cancelled elsewhere, an explicit raise).
             raised = exc
+            _forget_native_cancel(exc)
     # cancel_called, not cancelled_caught: a task that swallowed its cancellation and
     # returned still ran past its limit, and counts as a failure.
     return _Ran(committed, raised, timed_out=scope.cancel_called)
+
+
+def cancelled_by_us(exc: BaseException) -> bool:
+    """Whether `exc` is a cancellation that a scope enclosing this task issued: the attempt's
+    deadline, an operator's cancel, or shutdown. A cancellation raised while none of them is
+    cancelled is the task's own doing, and fails its attempt like any other exception."""
+    # current_effective_deadline() is -inf exactly when a scope around us (up to the nearest
+    # shield) has been cancelled: cancel_called on our own scopes, wherever they live.
+    return (
+        isinstance(exc, anyio.get_cancelled_exc_class())
+        and anyio.current_effective_deadline() == -math.inf
+    )
+
+
+def _forget_native_cancel(exc: BaseException) -> None:
+    """A task that cancelled its own asyncio task (`current_task().cancel()`) and let the
+    error out leaves a cancellation request counted on the worker's task: withdraw it, or
+    anyio would take a later cancel of ours (a deadline) for a native one and not catch it."""
+    if not isinstance(exc, asyncio.CancelledError):
+        return
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # not running on asyncio
+        return
+    if task is not None and task.cancelling():
+        task.uncancel()
 
 
 def _time_limit(claimed: ClaimedTask, task: Task[Any], limits: Limits) -> float:

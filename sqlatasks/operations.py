@@ -78,10 +78,14 @@ async def delete_failed(session: AsyncSession, ids: Sequence[int] | Literal["all
 async def cancel(
     session: AsyncSession, task_id: int
 ) -> Literal["deleted", "cancelling", "missing"]:
-    """Cancel a task: "deleted" if it was queued, scheduled or parked; "cancelling" if it is
-    running: when the session commits, its worker is told (NOTIFY) to interrupt it and delete
-    it. Cooperative: a worker that misses the notice (its LISTEN connection is down) lets the
-    task finish as usual."""
+    """Cancel a task: delete its row, whatever its state. "deleted" if it was queued,
+    scheduled or parked; "cancelling" if it was running: when the session commits, its worker
+    is told (NOTIFY) to interrupt it. "missing" only if no task has this id.
+
+    Once the session commits, no attempt of the task starts again: a running attempt that
+    fails, times out or loses its worker afterwards writes nothing. Interrupting the running
+    attempt is cooperative: a worker that misses the notice (its LISTEN connection is down)
+    lets that attempt run to its end."""
     return await sql.task_cancel(await session.connection(), task_id)
 
 

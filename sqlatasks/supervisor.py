@@ -20,7 +20,6 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import anyio
 import anyio.to_process
@@ -28,11 +27,10 @@ from anyio.abc import TaskGroup
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from sqlatasks import attempts, completer, errors, execution, registry
+from sqlatasks import attempts, errors, execution, rescue
 from sqlatasks.backoff import Backoff
 from sqlatasks.settings import STARTUP_GRACE, Settings
-from sqlatasks.sql import claim, server
-from sqlatasks.tasks import Task
+from sqlatasks.sql import server
 from sqlatasks.worker import STOP_NOW, worker_main
 
 log = logging.getLogger(__name__)
@@ -71,6 +69,12 @@ class WorkerSeat:
     def worker_id(self) -> str | None:
         fields = self._fields()
         return fields[1] if fields else None
+
+    def overdue(self) -> set[int] | None:
+        """Ids of the tasks the worker stopped beating for (they overran their time limit and
+        ignored their cancellation); None if it named none."""
+        fields = self._fields()
+        return {int(i) for i in fields[3].split(",")} if len(fields) > 3 else None
 
     def heartbeat_age(self) -> float | None:
         """Seconds since the last beat; the monotonic clock is system-wide on Linux."""
@@ -154,7 +158,10 @@ class Supervisor:
             seat.scope = None
             if result is None:
                 await self._rescue(seat)
-            if result == "drained" or self._stopping:
+            # A slot ends only when the runner stops, or when a burst has drained the queue.
+            # Anything else ("drained" outside --burst, a crash) is a worker to replace:
+            # nothing a task raises may shrink the service.
+            if self._stopping or (result == "drained" and self._settings.burst):
                 return
             if result is not None:
                 log.warning("worker-%d returned (%s) unexpectedly", seat.index, result)
@@ -170,20 +177,13 @@ class Supervisor:
             await anyio.sleep(backoff)
 
     async def _rescue(self, seat: WorkerSeat) -> None:
-        """The worker is dead for sure (exited or killed): fail its leased tasks at once,
-        each by its own task's retry rules, rather than leave them until their leases expire."""
+        """The worker is dead for sure: settle its leased tasks now (`rescue.rescue`)."""
         worker_id = seat.worker_id()
         if worker_id is None:
             return  # it never started, so it holds no lease
-        error = f"WorkerLost: worker {worker_id} died while running it"
+        overdue = seat.overdue()
         try:
-            async with self._engine.begin() as conn:
-                held = await claim.task_held_by(conn, worker_id)
-                failures = [
-                    execution.failure(task, self._known(task.task_name), self._limits, error)
-                    for task in held
-                ]
-                count = await completer.write_outcomes(conn, failures)
+            count = await rescue.rescue(self._engine, worker_id, overdue, self._limits)
         except (SQLAlchemyError, OSError) as exc:
             log.warning(
                 "could not release worker-%d's tasks (%s); their leases will expire",
@@ -193,17 +193,13 @@ class Supervisor:
             return
         if count:
             log.warning(
-                "worker-%d died holding %d tasks: each due again after its retry delay",
+                "worker-%d died holding %d tasks: %s",
                 seat.index,
                 count,
+                "each due again after its retry delay"
+                if overdue is None
+                else f"charged the {len(overdue)} that overran, gave back the others uncounted",
             )
-
-    def _known(self, task_name: str) -> Task[Any] | None:
-        """The registered task of that name (lazily imported if allowed), else None."""
-        try:
-            return registry.resolve(task_name, self._settings.imports)
-        except errors.TaskNotRegistered:
-            return None
 
     async def _check_loop(self) -> None:
         while True:

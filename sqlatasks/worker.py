@@ -252,8 +252,13 @@ async def _heartbeat(
     blocked loop stops beating, and so does a loop running a task that ignores its
     cancellation past its limit: either way the supervisor kills the process before the
     task's lease can pass to another worker.
+
+    The last beat of a worker that stops beating for overdue tasks names them, with the time
+    of the beat before it: the supervisor charges those tasks the attempt, and gives its other
+    tasks back uncounted.
     """
     parent = os.getppid()
+    last_beat = time.monotonic()
     while True:
         if os.getppid() != parent:
             log.warning("the supervisor is gone: stopping")
@@ -267,14 +272,23 @@ async def _heartbeat(
                 stuck[0].id,
                 stuck[0].task_name,
             )
+            # The old time, not a fresh one: naming the culprits must not delay the kill.
+            with contextlib.suppress(OSError):
+                _beat(path, worker_id, last_beat, overdue=[task.id for task in stuck])
             return
+        last_beat = time.monotonic()
         with contextlib.suppress(OSError):  # a missed beat is the supervisor's call to judge
-            _beat(path, worker_id)
+            _beat(path, worker_id, last_beat)
         await anyio.sleep(attempts.heartbeat_period(check_interval))
 
 
-def _beat(path: Path, worker_id: str) -> None:
-    """Write the heartbeat file whole (write, then rename): a reader never sees half of it."""
+def _beat(path: Path, worker_id: str, at: float, overdue: list[int] | None = None) -> None:
+    """Write the heartbeat file whole (write, then rename): a reader never sees half of it.
+    Lines: pid, worker id, time of the beat (monotonic clock), and for a worker that stops
+    beating because tasks overran, their ids (comma-separated)."""
     fresh = path.with_suffix(".new")
-    fresh.write_text(f"{os.getpid()}\n{worker_id}\n{time.monotonic()!r}\n")
+    lines = [str(os.getpid()), worker_id, repr(at)]
+    if overdue:
+        lines.append(",".join(map(str, overdue)))
+    fresh.write_text("\n".join(lines) + "\n")
     os.replace(fresh, path)

@@ -66,7 +66,7 @@ async def test_stats_failed_retry_delete_cancel(session: AsyncSession) -> None:
     assert await operations.cancel(session, ids["scheduled"][0]) == "deleted"
     assert await operations.cancel(session, ids["running"][0]) == "cancelling"  # by NOTIFY
     assert await operations.cancel(session, 10**12) == "missing"
-    assert await count_rows(session, ids["running"][0]) == 1  # its worker deletes it
+    assert await count_rows(session, ids["running"][0]) == 0  # deleted: it never runs again
 
 
 def cli(*args: str, url: str | None) -> subprocess.CompletedProcess[str]:

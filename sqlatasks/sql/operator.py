@@ -115,29 +115,35 @@ async def failed_delete(conn: AsyncConnection, ids: Sequence[int] | None) -> int
 
 
 _CANCEL = text(f"""
--- a task that is not running is cancelled by deleting it
-DELETE FROM {TABLE_NAME}
-WHERE id = :id AND (locked_until IS NULL OR locked_until < now())   -- not while it runs
-""")
-
-
-_CANCEL_RUNNING = text(f"""
-SELECT pg_notify('{CANCEL_CHANNEL}', id::text)    -- sent when the caller commits
-FROM {TABLE_NAME}
-WHERE id = :id AND locked_until >= now()
+-- cancel a task: delete its row whatever its state, and tell the worker running it (if any)
+WITH gone AS (
+    -- Deleted even while it runs: the row is all a claim can take, so no attempt of this
+    -- task starts again, whatever its running attempt does next (fail, time out, lose its
+    -- worker); that attempt's outcome matches no row and writes nothing.
+    DELETE FROM {TABLE_NAME}
+    WHERE id = :id
+    RETURNING id, lease_token IS NOT NULL AS held,
+              coalesce(locked_until >= now(), false) AS running
+)
+SELECT gone.running
+FROM gone
+-- held, even past its lease: a worker may still be running it
+LEFT JOIN LATERAL (SELECT pg_notify('{CANCEL_CHANNEL}', gone.id::text) WHERE gone.held) AS told
+    ON true                                       -- the NOTIFY is sent when the caller commits
 """)
 
 
 async def task_cancel(
     conn: AsyncConnection, task_id: int
 ) -> Literal["deleted", "cancelling", "missing"]:
-    """Delete a task that is not running; ask the worker running it to interrupt it (by
-    NOTIFY, on commit), which then deletes it."""
-    if (await conn.execute(_CANCEL, {"id": task_id})).rowcount:
-        return "deleted"
-    if (await conn.execute(_CANCEL_RUNNING, {"id": task_id})).first() is not None:
-        return "cancelling"
-    return "missing"
+    """Delete the task in one statement: "deleted" if it was not running, "cancelling" if a
+    worker held it under a valid lease (that worker is told, by NOTIFY on commit, to interrupt
+    it), "missing" only if no row with this id existed. Either way, once the caller commits,
+    no attempt of the task starts again."""
+    running = (await conn.execute(_CANCEL, {"id": task_id})).scalar_one_or_none()
+    if running is None:
+        return "missing"
+    return "cancelling" if running else "deleted"
 
 
 _PAUSE = text(f"""
