@@ -15,6 +15,7 @@ from benchmarks import (
     enqueue_bulk,
     enqueue_drivers,
     enqueue_single,
+    flow_cost,
     latency,
     measure,
     notify_cost,
@@ -39,6 +40,7 @@ SCENARIOS: dict[str, Scenario] = {
     "churn": churn.run,
     "unlogged": unlogged.run,
     "unique_cost": unique_cost.run,
+    "flow_cost": flow_cost.run,
 }
 
 

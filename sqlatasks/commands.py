@@ -2,6 +2,7 @@
 
     status | failed | retry | cancel | purge     the queue and its failed tasks (operations.py)
     show ID [--payload]                         one task: its state, times, error and result
+    pause | resume | limit | queues             queue settings every runner obeys
     migrate | sql                               the schema: apply it, or print its DDL
     run                                         the runner, as `python -m sqlatasks.runner`
 
@@ -29,7 +30,18 @@ from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlatasks import errors, migrations, observe, operations, runner, settings, status, tables
 
 PROG = "python -m sqlatasks"
-OPERATOR_COMMANDS = {"status", "failed", "retry", "cancel", "purge", "show"}
+OPERATOR_COMMANDS = {
+    "status",
+    "failed",
+    "retry",
+    "cancel",
+    "purge",
+    "pause",
+    "resume",
+    "limit",
+    "queues",
+    "show",
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -94,6 +106,16 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         "interrupted by its worker (told by NOTIFY) and deleted",
     )
     cancel.add_argument("id", type=int, metavar="ID")
+    for name, what in [
+        ("pause", "start no task of a queue, in any runner, until resumed"),
+        ("resume", "start a paused queue's tasks again"),
+    ]:
+        add(name, what).add_argument("queue", metavar="QUEUE")
+    limit = add("limit", "a queue's limits across every runner; a limit left out is lifted")
+    limit.add_argument("queue", metavar="QUEUE")
+    limit.add_argument("--max-running", type=int, metavar="N", help="tasks running at once")
+    limit.add_argument("--per-second", type=float, metavar="R", help="starts per second")
+    add("queues", "the queues that are paused or limited")
     add("migrate", f"create or upgrade the queue's tables to schema version {migrations.LATEST}")
     sql = add("sql", "print the SQL that creates (or upgrades) the queue's tables; no database")
     sql.add_argument(
@@ -159,6 +181,9 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
     except (SchemaBehind, TaskUnknown) as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return 1
+    except errors.InvalidOption as exc:
+        print(f"{prog} {args.command}: {exc.problem}", file=sys.stderr)
+        return 2
     except (SQLAlchemyError, OSError) as exc:
         print(f"{prog}: database error: {errors.one_line(exc)}", file=sys.stderr)
         return 1
@@ -260,6 +285,21 @@ async def _command(session: AsyncSession, args: argparse.Namespace) -> Any:
             return {"deleted": await operations.delete_failed(session, ids)}
         case "cancel":
             return {"cancelled": await operations.cancel(session, args.id)}
+        case "pause" | "resume":
+            change = operations.pause_queue if args.command == "pause" else operations.resume_queue
+            await change(session, args.queue)
+            return {"queue": args.queue, "paused": args.command == "pause"}
+        case "limit":
+            await operations.set_queue_limits(
+                session, args.queue, max_running=args.max_running, per_second=args.per_second
+            )
+            return {
+                "queue": args.queue,
+                "max_running": args.max_running,
+                "per_second": args.per_second,
+            }
+        case "queues":
+            return await operations.queue_settings(session)
     raise AssertionError(args.command)
 
 

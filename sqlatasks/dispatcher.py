@@ -20,7 +20,7 @@ import anyio
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from sqlatasks import errors, execution, leases
+from sqlatasks import errors, execution, flow, leases
 from sqlatasks.backoff import Backoff
 from sqlatasks.completer import Completer
 from sqlatasks.connection import HeldConnection
@@ -104,6 +104,8 @@ class Dispatcher:
         """Why `stop()` was first called; None when the run ended by itself (burst)."""
         self._executions: anyio.CancelScope | None = None
         self._to_give_back: list[uuid.UUID] = []
+        self._queue_settings = flow.QueueSettings(refresh_every=policy.idle_sleep)
+        """The database's queue settings (pause, limits), re-read once per idle sleep."""
         """Tokens of failed claim rounds not yet given back (the server was unreachable)."""
 
     def wake(self) -> None:
@@ -190,7 +192,9 @@ class Dispatcher:
                 with anyio.move_on_after(self._policy.idle_sleep):
                     await self._completer.flushed()
                 continue
-            await self._wakeup.wait(self._policy.idle_sleep)
+            await self._wakeup.wait(
+                self._queue_settings.idle_sleep(self._policy.idle_sleep, self._policy.queues)
+            )
 
     def _claim_plan(self) -> list[tuple[Sequence[str], int]]:
         """(queues, how many) for each claim statement to issue now; one without caps."""
@@ -216,16 +220,23 @@ class Dispatcher:
         tokens: list[uuid.UUID] = []
         with anyio.CancelScope(shield=True):
             try:
+                await self._queue_settings.refresh(await self._connection.get())
                 for queues, limit in plan:
-                    tokens.append(uuid.uuid4())
-                    claimed += await sql.task_claim(
-                        await self._connection.get(),
-                        queues=queues,
-                        limit=limit,
-                        lease_seconds=self._policy.lease,
-                        worker_id=self._policy.worker_id,
-                        token=tokens[-1],
-                    )
+                    for step in self._queue_settings.steps(queues):
+                        room = limit - sum(1 for task in claimed if _in(task, queues))
+                        if room <= 0:
+                            break
+                        tokens.append(uuid.uuid4())
+                        claimed += await sql.task_claim(
+                            await self._connection.get(),
+                            queues=step.queues,
+                            excluded=step.excluded,
+                            limited=step.limited,
+                            limit=room,
+                            lease_seconds=self._policy.lease,
+                            worker_id=self._policy.worker_id,
+                            token=tokens[-1],
+                        )
             except (SQLAlchemyError, OSError):
                 await self._connection.close()
                 with contextlib.suppress(SQLAlchemyError, OSError):
@@ -284,6 +295,10 @@ class Dispatcher:
         if not cut_off:
             _log_outcome(claimed, outcome)
         self._wakeup.set()
+
+
+def _in(task: ClaimedTask, queues: Sequence[str]) -> bool:
+    return not queues or task.queue in queues
 
 
 def _log_outcome(claimed: ClaimedTask, outcome: execution.Outcome) -> None:

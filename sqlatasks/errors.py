@@ -9,7 +9,8 @@
     ├── TaskNotRegistered        a row names no task that this process may run
     │   └── TaskUnknown          …because nothing here registers that name: it waits
     ├── ConfigurationError       a setting is invalid, or the database cannot be reached
-    └── Snooze                   raised by a task: run me again later, this was no failure
+    ├── Snooze                   raised by a task: run me again later, this was no failure
+    └── GiveUp                   raised by a task: park me now, retrying cannot help
 
 Each exception carries its facts as attributes, and its message says what to do next.
 """
@@ -144,6 +145,13 @@ def not_transient(exc: BaseException) -> bool:
     role, password or database name), as opposed to a server that is down or unreachable."""
     state = sqlstate(exc)
     return state is not None and (state in NOT_TRANSIENT_STATES or state.startswith("28"))
+
+
+class GiveUp(SqlatasksError):
+    """Raised by a task to fail for good: the task is parked at once, with this exception as
+    its last_error, however many attempts it has left (`retry_failed` runs it again).
+
+    Use it for failures no retry can mend (a card declined, a record deleted meanwhile)."""
 
 
 MESSAGE_LIMIT = 2000

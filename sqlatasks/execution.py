@@ -151,11 +151,13 @@ async def _steps(
     if ran.committed is not None:
         return Committed(claimed) if ran.committed else LeaseLost(claimed)
     if ran.timed_out:
-        return failure(claimed, task, limits, f"TimeoutError: exceeded its {limit:g} s limit")
+        error = f"TimeoutError: exceeded its {limit:g} s limit"
+        return failure(claimed, task, limits, error, raised=TimeoutError)
     if isinstance(ran.raised, errors.Snooze):
         return Snoozed(claimed, after=ran.raised.after)
     if ran.raised is not None:
-        return failure(claimed, task, limits, errors.describe(ran.raised, with_traceback=True))
+        error = errors.describe(ran.raised, with_traceback=True)
+        return failure(claimed, task, limits, error, raised=type(ran.raised))
     return Completed(claimed, ran.returned if isinstance(ran.returned, Keep) else None)
 
 
@@ -305,12 +307,19 @@ def report(outcome: Outcome, duration: float) -> None:
         hooks.emit(hooks.Event(kind, *base, outcome=name, error=outcome.error))
 
 
-def failure(claimed: ClaimedTask, task: Task[Any] | None, limits: Limits, error: str) -> Failed:
-    """A failed attempt: due again after the task's own retry delay, or parked at its limit.
-    Also the outcome of an attempt whose worker died (the supervisor's rescue); `task` is
-    None when the name is not known there, and the runner's defaults apply."""
+def failure(
+    claimed: ClaimedTask,
+    task: Task[Any] | None,
+    limits: Limits,
+    error: str,
+    raised: type[BaseException] | None = None,
+) -> Failed:
+    """A failed attempt: due again after the task's own retry delay, or parked at its limit
+    or by its retry filters (`raised`: the type of what the attempt raised). Also the outcome
+    of an attempt whose worker died (the supervisor's rescue); `task` is None when the name is
+    not known there, and the runner's defaults apply."""
     policy = task.policy if task is not None else attempts.RetryPolicy()
     delay = attempts.after_failure(
-        policy, claimed.attempts, claimed.max_attempts, limits.retry_delay
+        policy, claimed.attempts, claimed.max_attempts, limits.retry_delay, raised
     )
     return Failed(claimed, error=error, retry_in=delay)

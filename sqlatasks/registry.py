@@ -49,6 +49,11 @@ def get(name: str) -> Task[Any]:
         ) from None
 
 
+def known(name: str) -> bool:
+    """Whether a task is registered under `name` in this process (no import)."""
+    return name in _tasks
+
+
 def all_tasks() -> list[Task[Any]]:
     return list(_tasks.values())
 
@@ -148,5 +153,5 @@ def _origin(task: Task[Any]) -> tuple[str, str]:
     return (task.function.__module__, task.function.__qualname__)
 
 
-def _identity(schedule: Schedule) -> tuple[str, str, str]:
-    return (schedule.task.name, schedule.cron, schedule.payload)
+def _identity(schedule: Schedule) -> tuple[str, str, str, str | None]:
+    return (schedule.task.name, schedule.cron, schedule.payload, schedule.timezone)
