@@ -65,8 +65,9 @@ class Views:
         body = h.table(headers, rows, empty="No tasks in any queue.")
         body += forms.controls(controls)
         body += (
-            f'<p class="note">Counts read at most {cap:,} rows each (claim order for live '
-            "tasks, newest first for parked and kept): a count shown as ≥ N is at least N.</p>"
+            f'<p class="note">Counts read at most {cap:,} rows each: live tasks in claim order '
+            f"(a count shown as ≥ N is at least N), parked ones among the newest {cap:,} "
+            "tasks (the parked page lists them all), kept ones of the longest kept.</p>"
         )
         return self._page(request, "Overview", body, refresh=5)
 
@@ -102,7 +103,7 @@ class Views:
         body = forms.filters(base, "/tasks", q, states=True)
         body += h.table(headers, rows, empty="No task here matches.")
         if following is not None:
-            cursor = f"{following.priority},{_iso(following.scheduled_at)},{following.id}"
+            cursor = f"{following.priority},{following.scheduled_at.isoformat()},{following.id}"
             body += h.link(base, "/tasks", "next page →", **{**_kept(q), "after": cursor})
         title = "Running tasks" if filters["state"] == "running" else "Tasks"
         return self._page(request, title, body, refresh=None if after != sql.FIRST else 5)
@@ -231,10 +232,6 @@ def _cursor(text: str | None) -> sql.Cursor:
         return sql.Cursor(int(priority), datetime.fromisoformat(scheduled_at), int(task_id))
     except ValueError:
         return sql.FIRST
-
-
-def _iso(value: datetime | str) -> str:
-    return value.isoformat() if isinstance(value, datetime) else value
 
 
 def _elapsed(row: Any) -> str:

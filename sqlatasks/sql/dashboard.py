@@ -1,8 +1,10 @@
 """The dashboard's reads (sqlatasks.dashboard): bounded work per page at any table size.
 
 Every statement here reads through an index and stops after a cap: the claim index's head for
-live tasks (as `sql/metrics.py` does), the primary key backwards for parked tasks, the
-finished table's `keep_until` index for kept ones. No page counts the whole table;
+live tasks (as `sql/metrics.py` does), the primary key backwards for parked tasks (the overview
+counts those among the newest tasks; the parked page walks back until it has a page, which is
+bounded by where parked rows are: docs/dashboard.md), the finished table's `keep_until` index
+for kept ones. No page counts the whole table;
 tests/test_dashboard.py checks each plan with EXPLAIN on a table of its own.
 All read only (SELECT privileges and pg_stat_activity): docs/dashboard.md names the grants.
 """
@@ -11,7 +13,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import text
@@ -42,10 +44,12 @@ GROUP BY 1, 2
 """)
 
 OVERVIEW_PARKED = text(f"""
--- parked tasks per queue among the newest :cap parked (primary key backwards, capped)
+-- parked tasks per queue among the newest :cap tasks (primary key backwards, stops at :cap)
 SELECT queue, count(*) AS parked FROM (
-    SELECT queue FROM {TABLE_NAME} WHERE failed_at IS NOT NULL ORDER BY id DESC LIMIT :cap
-) AS parked GROUP BY 1
+    -- not "WHERE failed_at IS NOT NULL ... LIMIT": no index finds parked rows (yet), so the
+    -- planner would scan the whole table for them; this reads :cap index entries at most
+    SELECT queue, failed_at FROM {TABLE_NAME} ORDER BY id DESC LIMIT :cap
+) AS newest WHERE failed_at IS NOT NULL GROUP BY 1
 """)
 
 OVERVIEW_KEPT = text(f"""
@@ -129,7 +133,7 @@ PAGE_STATEMENTS: dict[str, tuple[TextClause, dict[str, Any]]] = {
         LIVE_PAGE,
         {
             "priority": 32767,
-            "scheduled_at": "-infinity",
+            "scheduled_at": datetime(1, 1, 1, tzinfo=UTC),
             "id": 0,
             "scan": 50_000,
             "page": 50,
@@ -151,16 +155,17 @@ class Cursor:
     """A position in claim order: the next page starts after this row."""
 
     priority: int
-    scheduled_at: datetime | str
+    scheduled_at: datetime
     id: int
 
 
-FIRST = Cursor(32767, "-infinity", 0)
+FIRST = Cursor(32767, datetime(1, 1, 1, tzinfo=UTC), 0)
+"""Before every task: the highest priority, the earliest time (the first page starts here)."""
 
 
 async def overview(conn: AsyncConnection, cap: int) -> dict[str, dict[str, float]]:
     """Per queue: queued, scheduled, running (read from the claim index's first `cap` rows),
-    lag, parked (of the newest `cap` parked) and kept (of `cap` kept) — each a floor past cap."""
+    lag, parked (among the newest `cap` tasks) and kept (of `cap` kept): floors past cap."""
     queues: dict[str, dict[str, float]] = {}
     for row in await conn.execute(OVERVIEW_LIVE, {"cap": cap}):
         counts = queues.setdefault(row.queue, {})
