@@ -15,7 +15,7 @@ class Report(BaseModel):
     secret: str = "hunter2"
 
 
-@task(max_attempts=1)
+@task(max_attempts=1, keep=3600, queue="reports")
 async def flaky(data: Report) -> None:
     """Fails (and parks) the first time it runs in a test; succeeds when retried."""
     if ledger.first_time(f"flaky-{data.number}"):
