@@ -116,14 +116,12 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         default=os.environ.get("SQLATASKS_METRICS_PORT"),
         help="the runner's --metrics-port on this host (default: SQLATASKS_METRICS_PORT)",
     )
-    _add_dashboard(add)
-    commands.add_parser(
-        "run", add_help=False, help="the runner: `run --help` for its flags (= sqlatasks.runner)"
-    )
+    _add_services(add, commands)
     return parser
 
 
-def _add_dashboard(add: Any) -> None:
+def _add_services(add: Any, commands: Any) -> None:
+    """The commands that serve: the dashboard, and the runner (its flags are its own)."""
     dashboard = add(
         "dashboard",
         "serve the web dashboard (needs the `dashboard` extra); read-only unless "
@@ -133,6 +131,9 @@ def _add_dashboard(add: Any) -> None:
     dashboard.add_argument("--port", type=int, default=8080, help="default: 8080")
     dashboard.add_argument(
         "--allow-actions", action="store_true", help="enable retry, purge and cancel (POST)"
+    )
+    commands.add_parser(
+        "run", add_help=False, help="the runner: `run --help` for its flags (= sqlatasks.runner)"
     )
 
 

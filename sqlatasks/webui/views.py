@@ -14,9 +14,9 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
 from sqlatasks import cron, status
-from sqlatasks.dashboard import forms
-from sqlatasks.dashboard import html as h
 from sqlatasks.sql import dashboard as sql
+from sqlatasks.webui import forms
+from sqlatasks.webui import html as h
 
 CSRF_COOKIE = "sqlatasks_csrf"
 STATES = forms.STATES
@@ -45,7 +45,7 @@ class Views:
         async with self.config.engine.connect() as conn:
             queues = await sql.overview(conn, self.config.cap)
             controls = await sql.queue_controls(conn)
-        cap, base = self.config.cap, _base(request)
+        cap, base = self.config.cap, base_path(request)
 
         def count(counts: dict[str, float], key: str) -> str:
             value = int(counts.get(key, 0))
@@ -83,7 +83,7 @@ class Views:
             found, following = await sql.live_page(
                 conn, after, filters=filters, page=self.config.page_size, scan=self.config.scan
             )
-        base = _base(request)
+        base = base_path(request)
         rows = [
             [
                 h.link(base, f"/task/{r.id}", str(r.id)),
@@ -109,7 +109,7 @@ class Views:
         return self._page(request, title, body, refresh=None if after != sql.FIRST else 5)
 
     async def parked(self, request: Request) -> Response:
-        q, base, csrf = request.query_params, _base(request), _csrf(request)
+        q, base, csrf = request.query_params, base_path(request), _csrf(request)
         before = int(q["before"]) if q.get("before", "").isdigit() else 2**63 - 1
         queue, name = q.get("queue") or None, q.get("task") or None
         async with self.config.engine.connect() as conn:
@@ -138,7 +138,7 @@ class Views:
         return self._page(request, "Parked tasks", body, refresh=None)
 
     async def task(self, request: Request) -> Response:
-        task_id, base = int(request.path_params["task_id"]), _base(request)
+        task_id, base = int(request.path_params["task_id"]), base_path(request)
         show_payload = request.query_params.get("payload") == "1"
         async with self.config.engine.connect() as conn:
             info = await status.read(conn, task_id, payload=show_payload)
@@ -194,7 +194,7 @@ class Views:
             '<p class="note">From pg_stat_activity: each runner\'s supervisor and each '
             "worker's claim loop label their connection; the heartbeat age is the time since "
             "that connection last finished a statement (a claim loop polls at least every "
-            "poll interval).</p>"
+            "--idle-sleep).</p>"
         )
         return self._page(request, "Runners and workers", body, refresh=5)
 
@@ -204,16 +204,16 @@ class Views:
         if request.headers.get("x-dashboard-partial"):
             return HTMLResponse(body, status_code=code)
         flash = request.query_params.get("done")
-        text = h.page(_base(request), title, body, refresh=refresh, flash=flash)
+        text = h.page(base_path(request), title, body, refresh=refresh, flash=flash)
         response = HTMLResponse(text, status_code=code)
         csrf = _csrf(request)
         if request.cookies.get(CSRF_COOKIE) != csrf:
-            path = _base(request) or "/"
+            path = base_path(request) or "/"
             response.set_cookie(CSRF_COOKIE, csrf, path=path, httponly=True, samesite="strict")
         return response
 
 
-def _base(request: Request) -> str:
+def base_path(request: Request) -> str:
     """The prefix the app is mounted under ("" when it runs alone)."""
     return str(request.scope.get("root_path", "")).rstrip("/")
 

@@ -23,9 +23,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from sqlatasks.dashboard import html
-from sqlatasks.dashboard.actions import Actions
-from sqlatasks.dashboard.views import Config, Redact, Views
+from sqlatasks.webui import html
+from sqlatasks.webui.actions import Actions
+from sqlatasks.webui.views import Config, Redact, Views
 
 __all__ = ["Redact", "create_app"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlatasks import status
-from sqlatasks.dashboard import html as h
+from sqlatasks.webui import html as h
 
 STATES = ("queued", "scheduled", "running")
 

@@ -19,8 +19,8 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 
 from sqlatasks import operations
-from sqlatasks.dashboard.views import CSRF_COOKIE, Config, _base
 from sqlatasks.sql import dashboard as sql
+from sqlatasks.webui.views import CSRF_COOKIE, Config, base_path
 
 FORM_LIMIT = 1_000_000
 """Bytes of a form body read at most (a selection of ids: far below)."""
@@ -124,4 +124,4 @@ async def _matching(
 def _back(request: Request, path: str, done: str, **query: str | None) -> Response:
     """See the result: 303 to a page of this dashboard, with what was done."""
     kept = {k: v for k, v in {**query, "done": done}.items() if v}
-    return RedirectResponse(f"{_base(request)}{path}?{urlencode(kept)}", status_code=303)
+    return RedirectResponse(f"{base_path(request)}{path}?{urlencode(kept)}", status_code=303)
