@@ -5,6 +5,7 @@
     pause | resume | limit | queues             queue settings every runner obeys
     migrate | sql                               the schema: apply it, or print its DDL
     run                                         the runner, as `python -m sqlatasks.runner`
+    dashboard [--port N] [--allow-actions]      the web dashboard (sqlatasks.dashboard)
 
 Tables for people, `--json` for scripts (timestamps in ISO 8601, numbers as numbers, nothing
 as null); the database is `--database-url` or SQLATASKS_DATABASE_URL, as for the runner. The
@@ -137,10 +138,38 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         default=os.environ.get("SQLATASKS_METRICS_PORT"),
         help="the runner's --metrics-port on this host (default: SQLATASKS_METRICS_PORT)",
     )
+    _add_services(add, commands)
+    return parser
+
+
+def _add_services(add: Any, commands: Any) -> None:
+    """The commands that serve: the dashboard, and the runner (its flags are its own)."""
+    dashboard = add(
+        "dashboard",
+        "serve the web dashboard (needs the `dashboard` extra); read-only unless "
+        "--allow-actions; no login of its own: bind it to localhost or put auth in front",
+    )
+    dashboard.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1")
+    dashboard.add_argument("--port", type=int, default=8080, help="default: 8080")
+    dashboard.add_argument(
+        "--allow-actions", action="store_true", help="enable retry, purge and cancel (POST)"
+    )
     commands.add_parser(
         "run", add_help=False, help="the runner: `run --help` for its flags (= sqlatasks.runner)"
     )
-    return parser
+
+
+def _dashboard(url: str, args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+
+        from sqlatasks.dashboard import create_app
+    except ImportError as exc:
+        print(f"dashboard: {exc}: pip install 'sqlatasks[dashboard]'", file=sys.stderr)
+        return 2
+    app = create_app(url, allow_actions=args.allow_actions)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    return 0
 
 
 def console() -> NoReturn:
@@ -172,6 +201,8 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
     except ValueError as exc:
         print(f"{prog}: invalid --database-url: {exc}", file=sys.stderr)
         return 2
+    if args.command == "dashboard":
+        return _dashboard(url, args)
     if args.command == "health":
         problems = anyio.run(_health, url, args.metrics_port)
         print("\n".join(problems) or "ok", file=sys.stderr if problems else sys.stdout)
