@@ -24,7 +24,7 @@ import anyio
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
-from sqlatasks import errors, migrations, operations, runner, settings
+from sqlatasks import errors, migrations, operations, poolers, runner, settings
 
 PROG = "python -m sqlatasks"
 OPERATOR_COMMANDS = {"status", "failed", "retry", "cancel", "purge"}
@@ -164,7 +164,7 @@ def _sql(args: argparse.Namespace) -> dict[str, Any] | str:
 
 
 async def _run(url: str, args: argparse.Namespace) -> Any:
-    engine = create_async_engine(url, pool_size=1)
+    engine = poolers.adapt(create_async_engine(url, pool_size=1))
     try:
         if args.command == "migrate":
             async with engine.begin() as conn:

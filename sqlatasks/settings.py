@@ -95,11 +95,22 @@ class Settings(BaseSettings):
         "INFO", description="DEBUG, INFO, WARNING or ERROR"
     )
     notify: bool = Field(True, description="wake idle workers by LISTEN/NOTIFY")
+    listen_url: str | None = Field(
+        None,
+        description="URL for LISTEN only, when --database-url goes through a transaction "
+        "pooler (PgBouncer) where LISTEN cannot work: the server directly, or a "
+        "session-pooled PgBouncer; default: the database URL",
+    )
 
     @field_validator("database_url")
     @classmethod
     def _database_url(cls, value: str) -> str:
         return database_url(value)
+
+    @field_validator("listen_url")
+    @classmethod
+    def _listen_url(cls, value: str | None) -> str | None:
+        return None if value is None else database_url(value)
 
     @field_validator("imports", "queues", mode="before")
     @classmethod
@@ -151,5 +162,7 @@ class Settings(BaseSettings):
             names = f"--{flag.replace('_', '-')} (SQLATASKS_{field.upper()})"
             if first["type"] == "missing":
                 raise errors.ConfigurationError(f"{names} is required") from None
-            shown = "" if field == "database_url" else f", got {first['input']!r}"  # secrets
+            shown = (
+                "" if field in {"database_url", "listen_url"} else f", got {first['input']!r}"
+            )  # secrets
             raise errors.ConfigurationError(f"invalid {names}: {first['msg']}{shown}") from None

@@ -27,7 +27,7 @@ from anyio.abc import TaskGroup
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from sqlatasks import attempts, errors, execution, rescue
+from sqlatasks import attempts, errors, execution, poolers, rescue
 from sqlatasks.backoff import Backoff
 from sqlatasks.settings import STARTUP_GRACE, Settings
 from sqlatasks.sql import server
@@ -99,11 +99,13 @@ class Supervisor:
             allowed_imports=settings.imports,
         )
         # One connection, for start-up checks and releasing dead workers' tasks.
-        self._engine = create_async_engine(
-            settings.database_url,
-            pool_size=1,
-            pool_pre_ping=True,
-            connect_args={"server_settings": {"application_name": "sqlatasks supervisor"}},
+        self._engine = poolers.adapt(
+            create_async_engine(
+                settings.database_url,
+                pool_size=1,
+                pool_pre_ping=True,
+                connect_args={"server_settings": {"application_name": "sqlatasks supervisor"}},
+            )
         )
 
     async def run(self) -> None:

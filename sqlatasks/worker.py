@@ -28,7 +28,7 @@ import anyio
 from anyio.abc import TaskStatus
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from sqlatasks import attempts, listener, registry, scheduler, transactions
+from sqlatasks import attempts, listener, poolers, registry, scheduler, transactions
 from sqlatasks.completer import Completer
 from sqlatasks.dispatcher import ClaimPolicy, Dispatcher
 from sqlatasks.execution import Limits
@@ -157,28 +157,33 @@ def _engines(
     # synchronous_commit off: a crash of the server may forget the last claims and outcomes
     # this worker wrote, and every such loss makes a task run again — never makes one vanish.
     # That is at-least-once, as promised; enqueues keep the application's own setting.
-    engine = create_async_engine(
-        settings.database_url,
-        pool_size=3 if with_scheduler else 2,
-        max_overflow=1,
-        isolation_level="AUTOCOMMIT",
-        connect_args={
-            "server_settings": {"synchronous_commit": "off"},
-            # A claim or ack stuck on a lock or a silent network fails and is retried,
-            # rather than hang the loop that issued it.
-            "command_timeout": STATEMENT_TIMEOUT,
-        },
+    engine = poolers.adapt(
+        create_async_engine(
+            settings.database_url,
+            pool_size=3 if with_scheduler else 2,
+            max_overflow=1,
+            isolation_level="AUTOCOMMIT",
+            connect_args={
+                "server_settings": {"synchronous_commit": "off"},
+                # A claim or ack stuck on a lock or a silent network fails and is retried,
+                # rather than hang the loop that issued it.
+                "command_timeout": STATEMENT_TIMEOUT,
+            },
+        ),
+        optional_settings={"synchronous_commit"},  # PgBouncer refuses it at startup
     )
     # Session tasks (docs/exactly-once.md) each hold a connection in a real transaction while
     # they run: a pool of their own, no connection opened before the first such task. Commits
     # keep the server's synchronous_commit: these are the application's writes. Pre-ping: a
     # connection that died in the pool would otherwise cost the task an attempt.
-    task_engine = create_async_engine(
-        settings.database_url,
-        pool_size=settings.concurrency,
-        max_overflow=0,
-        pool_pre_ping=True,
-        connect_args={"server_settings": {"application_name": f"sqlatasks tasks {worker_id}"}},
+    task_engine = poolers.adapt(
+        create_async_engine(
+            settings.database_url,
+            pool_size=settings.concurrency,
+            max_overflow=0,
+            pool_pre_ping=True,
+            connect_args={"server_settings": {"application_name": f"sqlatasks tasks {worker_id}"}},
+        )
     )
     return engine, task_engine
 
@@ -197,10 +202,11 @@ async def serve(parts: Parts, settings: Settings, heartbeat: Path) -> None:
             services.start_soon(
                 partial(
                     listener.listen,
-                    settings.database_url,
+                    settings.listen_url or settings.database_url,
                     channels,
                     on_connect=dispatcher.wake,
                     name=f"sqlatasks listener {worker_id}",
+                    idle_sleep=settings.idle_sleep,
                 )
             )
         if parts.schedules:
