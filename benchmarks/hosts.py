@@ -89,10 +89,9 @@ def postgres(count: int) -> Iterator[str]:
     data = folder / "data"
     data.mkdir()
     shutil.chown(data, PG_USER, PG_USER)
-    run_as = {"user": PG_USER, "group": PG_USER}
     subprocess.run(
         [BIN / "initdb", "-D", data, "-U", "postgres", "--auth=trust"],
-        check=True, capture_output=True, timeout=120, **run_as,
+        check=True, capture_output=True, timeout=120, user=PG_USER, group=PG_USER,
     )  # fmt: skip
     with (data / "pg_hba.conf").open("a") as hba:
         hba.write(f"host all all {NETWORK}.0.0/16 trust\n")
@@ -101,7 +100,7 @@ def postgres(count: int) -> Iterator[str]:
     server = subprocess.Popen(
         [BIN / "postgres", "-D", data, "-p", str(PORT), "-c", f"listen_addresses={addresses}",
          "-c", f"unix_socket_directories={data}", "-c", "max_connections=300"],
-        stdout=log, stderr=subprocess.STDOUT, **run_as,
+        stdout=log, stderr=subprocess.STDOUT, user=PG_USER, group=PG_USER,
     )  # fmt: skip
     url = f"postgresql+asyncpg://postgres@{server_side(1)}:{PORT}/postgres"
     try:

@@ -119,10 +119,11 @@ async def _listen_once(
 
     conn.add_termination_listener(lambda _conn: lost.set())
     try:
+        # The probe first, so that the LISTENs that matter are this session's last statements.
+        if not await _hears(conn, database_url):
+            return False
         for channel in channels:
             await conn.add_listener(channel, on_notify)
-        if not await _hears(conn, database_url, name):
-            return False
         on_connect()
         while not conn.is_closed():
             with anyio.move_on_after(KEEPALIVE):
@@ -137,7 +138,7 @@ async def _listen_once(
     return True
 
 
-async def _hears(conn: asyncpg.Connection, database_url: str, name: str) -> bool:
+async def _hears(conn: asyncpg.Connection, database_url: str) -> bool:
     """Whether a NOTIFY sent from a second connection reaches `conn` within PROBE_TIMEOUT.
 
     From a second connection, not `conn` itself: behind a transaction pooler `conn`'s own
@@ -151,7 +152,7 @@ async def _hears(conn: asyncpg.Connection, database_url: str, name: str) -> bool
         heard.set()
 
     await conn.add_listener(channel, on_probe)
-    sender = await _connect(database_url, f"{name} probe")
+    sender = await _connect(database_url, "sqlatasks LISTEN probe")
     try:
         await sender.execute(f"NOTIFY {channel}")  # a fresh hex name: no quoting needed
     finally:

@@ -20,7 +20,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.orm import Session
 
-from sqlatasks import enqueue, enqueue_many
+from sqlatasks import enqueue, enqueue_many, errors, listener, poolers
+from sqlatasks.settings import Settings
 from tests import ledger
 from tests.conftest import ROOT, count_tasks
 from tests.eventually import eventually
@@ -217,3 +218,21 @@ async def _enqueue_and_wait(
         what=f"task {key} to run",
         timeout=timeout,
     )
+
+
+def test_listen_url_is_a_postgresql_url_and_never_echoed() -> None:
+    given = Settings.load(
+        database_url="postgresql://u@pgbouncer:6432/app", listen_url="postgresql://u:pw@db/app"
+    )
+    assert given.listen_url == "postgresql+asyncpg://u:pw@db/app"
+    with pytest.raises(errors.ConfigurationError) as caught:
+        Settings.load(database_url="postgresql://u@db/app", listen_url="mysql://u:secret@db/app")
+    assert "--listen-url" in str(caught.value)
+    assert "secret" not in str(caught.value)
+
+
+def test_the_listeners_dsn_drops_what_only_sqlalchemy_understands() -> None:
+    url = "postgresql+asyncpg://u@h:6432/app?prepared_statement_cache_size=0&ssl=require"
+    assert listener.asyncpg_dsn(url) == "postgresql://u@h:6432/app?ssl=require"
+    assert poolers.asyncpg_options(url) == {"statement_cache_size": 0}
+    assert poolers.asyncpg_options("postgresql+asyncpg://u@h/app") == {}

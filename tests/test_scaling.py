@@ -5,6 +5,7 @@ database's tasks only, and an enqueue is transactional with the writes of its ow
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlatasks import enqueue_many
 from tests import ledger
 from tests.conftest import clone, count_tasks, drop
+from tests.eventually import eventually
 from tests.processes import Runners
 from tests.runner_tasks import Job, record
 
@@ -39,7 +41,10 @@ async def test_a_runner_fleet_per_database_runs_each_partition_once(
         entries = await ledger.wait_for_entries(tmp_path, "end", 50, timeout=120)
         assert sorted(e.key or 0 for e in entries) == [*range(0, 30), *range(1000, 1020)]
         for url, keys in partitions.items():
-            assert await count_tasks(engines[url]) == 0
+            # "end" is written before the ack: wait for the batch to reach the database.
+            await eventually(
+                partial(count_tasks, engines[url]), lambda n: n == 0, what="an empty queue"
+            )
             # Which fleet ran which key: the ledger's pid is a worker of that fleet's runner.
             log = fleets[url].log()
             pids = {e.pid for e in entries if e.key in keys}
