@@ -28,7 +28,17 @@ import anyio.to_thread
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
-from sqlatasks import errors, migrations, observe, operations, runner, settings, status, tables
+from sqlatasks import (
+    errors,
+    migrations,
+    observe,
+    operations,
+    poolers,
+    runner,
+    settings,
+    status,
+    tables,
+)
 
 PROG = "python -m sqlatasks"
 OPERATOR_COMMANDS = {
@@ -271,7 +281,7 @@ def _healthz(port: int) -> list[str]:
 
 
 async def _run(url: str, args: argparse.Namespace) -> Any:
-    engine = create_async_engine(url, pool_size=1)
+    engine = poolers.adapt(create_async_engine(url, pool_size=1))
     try:
         if args.command == "migrate":
             async with engine.begin() as conn:
