@@ -1,10 +1,10 @@
-"""`flow_cost`: what flow control (schema v4) costs the claim, in one run.
+"""`flow_cost`: what flow control (schema v5) costs the claim, in one run.
 
 The same backlog of no-op tasks is drained by W connections, each looping "claim up to C with
 sqlatasks' own claim statement (`sql.claim.task_claim`), then ack them" until nothing is left,
 in four variants that take turns round by round:
 
-- before v4: the claim statement as it was before flow control, on the same tasks (the
+- before v5: the claim statement as it was before flow control, on the same tasks (the
   baseline);
 - plain: no task has a key, no queue has settings: today's claim on the path every
   application without keys takes;
@@ -44,7 +44,7 @@ ROUNDS, QUICK_ROUNDS = 3, 1
 CONNECTIONS, BATCH = 2, 50
 KEYS = 1000
 
-BEFORE = "claim+ack, the claim statement before v4"
+BEFORE = "claim+ack, the claim statement before v5"
 PLAIN = "claim+ack, no keys, no queue settings"
 KEYED = f"claim+ack, {KEYS} concurrency keys (limit 1 each)"
 HOT = "claim+ack, one concurrency key for every task (limit 1)"

@@ -36,8 +36,9 @@ from sqlatasks.operations import (
     retry_failed,
     set_queue_limits,
 )
+from sqlatasks.registry import Schedule
 from sqlatasks.status import TaskInfo, get_task, get_task_by_key, kept_counts
-from sqlatasks.tasks import Schedule, Task, periodic, task
+from sqlatasks.tasks import Task, periodic, task
 from sqlatasks.waiting import wait_for
 
 __all__ = [

@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlatasks import errors, rows
 from sqlatasks.backoff import Backoff
 from sqlatasks.connection import HeldConnection
-from sqlatasks.execution import Completed, Deferred, Failed, Outcome, Released, Snoozed
+from sqlatasks.outcomes import Completed, Deferred, Failed, Outcome, Released, Snoozed
 from sqlatasks.sql import outcomes as sql
 
 log = logging.getLogger(__name__)

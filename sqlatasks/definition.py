@@ -256,3 +256,8 @@ def exceptions_problem(name: str, value: object) -> str | None:
     ):
         return None
     return f"{name} must be a tuple of exception classes, such as (TimeoutError,), not {value!r}"
+
+
+def schedule_problem(expression: object, timezone: object) -> str | None:
+    """Why a schedule's cron expression or time zone cannot fire, or None."""
+    return cron.cron_problem(expression) or cron.timezone_problem(timezone)

@@ -20,18 +20,17 @@ import anyio
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from sqlatasks import errors, execution, flow, leases
+from sqlatasks import errors, execution, flow, leases, outcomes, reporting
 from sqlatasks.backoff import Backoff
 from sqlatasks.completer import Completer
 from sqlatasks.connection import HeldConnection
-from sqlatasks.execution import Failed, LeaseLost, Limits, Released
+from sqlatasks.execution import Limits
+from sqlatasks.outcomes import Released
 from sqlatasks.rows import ClaimedTask
 from sqlatasks.sql import claim as sql
 from sqlatasks.transactions import RunInTransaction
 
 log = logging.getLogger(__name__)
-TRACEBACK_LINES = 6
-"""Lines of a failed task's traceback (its tail) in its log line."""
 
 
 class Wakeup:
@@ -270,7 +269,7 @@ class Dispatcher:
 
     async def _execute(self, running: Running) -> None:
         claimed = running.claimed
-        outcome: execution.Outcome | None = None
+        outcome: outcomes.Outcome | None = None
         with running.scope, running.lease.scope:  # an operator's cancel (NOTIFY); a lost lease
 
             def started(deadline: float) -> None:
@@ -280,56 +279,22 @@ class Dispatcher:
                 claimed, running.limits, self._transactions, on_start=started
             )
         # A session task whose commit was under way when the cancel came is done: keep that.
-        cut_off = running.lease.cut_off and not isinstance(outcome, execution.WRITTEN_ELSEWHERE)
+        cut_off = running.lease.cut_off and not isinstance(outcome, outcomes.WRITTEN_ELSEWHERE)
         if cut_off:
             outcome = leases.lost(claimed, running.lease)
         elif outcome is None or (
-            running.scope.cancel_called and not isinstance(outcome, execution.WRITTEN_ELSEWHERE)
+            running.scope.cancel_called and not isinstance(outcome, outcomes.WRITTEN_ELSEWHERE)
         ):
-            outcome = execution.Cancelled(claimed)
+            outcome = outcomes.Cancelled(claimed)
             log.info("task %d %s cancelled while running", claimed.id, claimed.task_name)
         del self._running[claimed.id]
         assert outcome is not None
-        if not isinstance(outcome, execution.WRITTEN_ELSEWHERE):
+        if not isinstance(outcome, outcomes.WRITTEN_ELSEWHERE):
             self._completer.submit(outcome)
         if not cut_off:
-            _log_outcome(claimed, outcome)
+            reporting.log_failure(claimed, outcome)
         self._wakeup.set()
 
 
 def _in(task: ClaimedTask, queues: Sequence[str]) -> bool:
     return not queues or task.queue in queues
-
-
-def _log_outcome(claimed: ClaimedTask, outcome: execution.Outcome) -> None:
-    if isinstance(outcome, LeaseLost):
-        log.warning(
-            "task %d %s attempt %d lost its lease before it could commit: its "
-            "transaction was rolled back (another claim took it over, or it was cancelled)",
-            claimed.id,
-            claimed.task_name,
-            claimed.attempts,
-        )
-    elif isinstance(outcome, Failed):
-        first_line, _, traceback = outcome.error.partition("\n")
-        # The traceback's tail on lines of their own: where it failed, without a debugger.
-        tail = "".join(f"\n    {line}" for line in traceback.splitlines()[-TRACEBACK_LINES:])
-        if outcome.retry_in is None:
-            log.error(
-                "task %d %s attempt %d failed and is parked: %s%s",
-                claimed.id,
-                claimed.task_name,
-                claimed.attempts,
-                first_line,
-                tail,
-            )
-        else:
-            log.warning(
-                "task %d %s attempt %d failed: %s; due again in %g s%s",
-                claimed.id,
-                claimed.task_name,
-                claimed.attempts,
-                first_line,
-                outcome.retry_in,
-                tail,
-            )

@@ -16,14 +16,12 @@ import sys
 import typing
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar, overload
 
 import pydantic
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from sqlatasks import attempts, definition, errors, payloads, registry
-from sqlatasks import cron as cronexpr  # `cron` is a parameter of task() and periodic()
 from sqlatasks.attempts import Backoff
 from sqlatasks.definition import DEFAULT_QUEUE
 
@@ -191,68 +189,67 @@ def task(
     time zone, a cron payload with required fields) is raised here, at import.
     """
 
+    options: dict[str, Any] = {
+        "queue": queue,
+        "priority": priority,
+        "timeout": timeout,
+        "retry_delay": retry_delay,
+        "backoff": backoff,
+        "retry_delay_max": retry_delay_max,
+        "max_attempts": max_attempts,
+        "keep": keep,
+        "concurrency_limit": concurrency_limit,
+        "retry_on": retry_on,
+        "no_retry_on": no_retry_on,
+    }
+
     def decorate(fn: AnyTaskFunction[Any]) -> Task[Any]:
-        label = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
-        definition.check_options(label, queue, priority, timeout, retry_delay, max_attempts, keep)
-        definition.check_backoff(label, backoff, retry_delay_max, concurrency_limit)
-        definition.check_flow(label, retry_on, no_retry_on, timezone)
-        model, wants_session = definition.parameters(label, fn)
-        returns = definition.result_type(label, fn)
-        cron_payload = None if cron is None else definition.cron_payload(label, cron, model)
-        built = Task(
-            function=fn,
-            name=name if name is not None else definition.default_name(label, fn),
-            model=model,
-            wants_session=wants_session,
-            queue=queue,
-            priority=priority,
-            timeout=timeout,
-            retry_delay=retry_delay,
-            backoff=backoff,
-            retry_delay_max=retry_delay_max,
-            max_attempts=max_attempts,
-            keep=keep,
-            returns=returns,
-            concurrency_limit=concurrency_limit,
-            retry_on=retry_on,
-            no_retry_on=no_retry_on,
-        )
-        registry.add(built)
-        if cron is not None and cron_payload is not None:  # both or neither
-            registry.add_schedule(Schedule(built.name, built, cron, cron_payload, timezone))
-        return built
+        return _define(fn, name, cron, timezone, options)
 
     if function is not None:
         return decorate(function)
     return typing.cast(_Decorator, decorate)
 
 
+def _define(
+    fn: AnyTaskFunction[Any],
+    name: str | None,
+    cron: str | None,
+    timezone: str | None,
+    options: dict[str, Any],
+) -> Task[Any]:
+    """Check everything about `fn` and its options, then build and register its Task."""
+    label = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
+    o = options
+    definition.check_options(
+        label,
+        o["queue"],
+        o["priority"],
+        o["timeout"],
+        o["retry_delay"],
+        o["max_attempts"],
+        o["keep"],
+    )
+    definition.check_backoff(label, o["backoff"], o["retry_delay_max"], o["concurrency_limit"])
+    definition.check_flow(label, o["retry_on"], o["no_retry_on"], timezone)
+    model, wants_session = definition.parameters(label, fn)
+    returns = definition.result_type(label, fn)
+    cron_payload = None if cron is None else definition.cron_payload(label, cron, model)
+    built = Task(
+        function=fn,
+        name=name if name is not None else definition.default_name(label, fn),
+        model=model,
+        wants_session=wants_session,
+        returns=returns,
+        **options,
+    )
+    registry.add(built)
+    if cron is not None and cron_payload is not None:  # both or neither
+        registry.add_schedule(registry.Schedule(built.name, built, cron, cron_payload, timezone))
+    return built
+
+
 # -- periodic schedules ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Schedule:
-    """Enqueue `task` with `payload` (JSON text) at every slot of `cron`, once per slot.
-
-    Each slot fires once however many runners hold the schedule (see `sqlatasks.scheduler`);
-    only the latest slot at or before the database's `now()` is ever fired, so a schedule whose
-    runners were down catches up on that one slot, never on a burst of missed ones.
-    """
-
-    name: str
-    task: Task[Any]
-    cron: str
-    payload: str
-    timezone: str | None = None
-    """The IANA zone the expression reads in; None means UTC."""
-
-    def latest_slot(self, now: datetime) -> datetime:
-        """The last slot at or before `now`, in UTC."""
-        return cronexpr.latest_slot(self.cron, now, self.timezone)
-
-    def next_slot(self, now: datetime) -> datetime:
-        """The first slot after `now`, in UTC."""
-        return cronexpr.next_slot(self.cron, now, self.timezone)
 
 
 def periodic(
@@ -262,7 +259,7 @@ def periodic(
     payload: PayloadT | Mapping[str, Any] | None = None,
     name: str | None = None,
     timezone: str | None = None,
-) -> Schedule:
+) -> registry.Schedule:
     """Enqueue `fn(payload)` at every slot of `cron` (five fields, in UTC or in the IANA
     `timezone`, daylight saving included: docs/periodic.md), once per slot.
 
@@ -274,7 +271,7 @@ def periodic(
     if not isinstance(fn, Task):
         raise TypeError(f"periodic() takes a @task, not {fn!r}")
     label = name if name is not None else fn.name
-    problem = cronexpr.cron_problem(cron) or cronexpr.timezone_problem(timezone)
+    problem = definition.schedule_problem(cron, timezone)
     if problem:
         raise errors.ScheduleError(name=label, problem=problem)
     if payload is None:
@@ -284,7 +281,9 @@ def periodic(
                 problem=f"{fn.model.__name__} has fields without defaults: pass payload=",
             )
         payload = fn.model()
-    schedule = Schedule(name=label, task=fn, cron=cron, payload=fn.dump(payload), timezone=timezone)
+    schedule = registry.Schedule(
+        name=label, task=fn, cron=cron, payload=fn.dump(payload), timezone=timezone
+    )
     registry.add_schedule(schedule)
     return schedule
 

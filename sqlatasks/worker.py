@@ -43,8 +43,8 @@ from sqlatasks.completer import Completer
 from sqlatasks.dispatcher import ClaimPolicy, Dispatcher
 from sqlatasks.execution import Limits
 from sqlatasks.models import CANCEL_CHANNEL, NOTIFY_CHANNEL
+from sqlatasks.registry import Schedule
 from sqlatasks.settings import Settings
-from sqlatasks.tasks import Schedule
 
 log = logging.getLogger(__name__)
 

@@ -18,11 +18,11 @@ from sqlatasks import (
     cron,
     enqueue,
     errors,
-    execution,
     operations,
     rows,
     testing,
 )
+from sqlatasks import outcomes as outcome_types
 from sqlatasks.sql import claim
 from tests import flow_tasks
 from tests.flow_tasks import Job, hold, hold_two
@@ -225,9 +225,9 @@ async def test_a_task_parks_after_one_attempt_by_its_filters(session: AsyncSessi
         session.add(enqueue(fn, Job(key=1, group=group)))
         # retry_delay=0: a retried task is due again at once, and runs again in the same call.
         outcomes = await testing.run_pending(session, max_rounds=2)
-        assert [type(o) for o in outcomes] == [execution.Failed] * (1 if parked else 2), fn
+        assert [type(o) for o in outcomes] == [outcome_types.Failed] * (1 if parked else 2), fn
         last = outcomes[-1]
-        assert isinstance(last, execution.Failed), fn
+        assert isinstance(last, outcome_types.Failed), fn
         assert (last.retry_in is None) is parked, fn
         await session.execute(text("DELETE FROM sqlatasks_tasks"))
 
@@ -294,7 +294,7 @@ async def test_an_unknown_name_is_enqueued_with_a_json_payload(session: AsyncSes
     )
     assert found.one() == ("billing.tasks:charge", {"amount": 5, "lines": [{"sku": "a"}]}, "bill")
     outcomes = await testing.run_pending(session)  # this process cannot run it: parked
-    assert isinstance(outcomes[0], execution.Failed)
+    assert isinstance(outcomes[0], outcome_types.Failed)
     assert outcomes[0].retry_in is None
 
 

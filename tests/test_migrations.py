@@ -60,7 +60,7 @@ async def test_table_is_tuned_for_a_queue(engine: AsyncEngine) -> None:
         comment = (
             await conn.execute(text("SELECT obj_description('sqlatasks_tasks'::regclass)"))
         ).scalar_one()
-    # the primary key, the claim index, the unique-key index, the concurrency-key index (v4)
+    # the primary key, the claim index, the unique-key index, the concurrency-key index (v5)
     assert len(indexes) == 4
     assert any("(priority DESC, scheduled_at, id) WHERE (failed_at IS NULL)" in i for i in indexes)
     assert any(

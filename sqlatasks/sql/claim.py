@@ -34,7 +34,7 @@ WITH due AS MATERIALIZED (
         OFFSET 0    -- a fence: the key check below must not be pushed under the ORDER BY
         FOR UPDATE SKIP LOCKED                      -- concurrent claimers take disjoint rows
     ) AS ordered
-    -- A keyed row only while its key has room (v4 `sqlatasks_key_admits`), checked row by row
+    -- A keyed row only while its key has room (v5 `sqlatasks_key_admits`), checked row by row
     -- in claim order as the LIMIT pulls them (never on rows past it, whatever the plan), and
     -- after the row lock: a full key is skipped, not waited on, so it blocks no other row.
     -- Unkeyed rows never call the function.
@@ -60,7 +60,7 @@ _CLAIM_ANY_QUEUE = _claim("")
 _CLAIM_QUEUES = _claim("AND queue = ANY(CAST(:queues AS text[]))")
 # Every queue but those with settings (claimed one by one, below), by a worker of all queues.
 _CLAIM_EXCEPT = _claim("AND queue <> ALL(CAST(:excluded AS text[]))")
-# One queue with settings: no more than its room (v4 `sqlatasks_queue_room`: paused, running
+# One queue with settings: no more than its room (v5 `sqlatasks_queue_room`: paused, running
 # across every runner, starts per second), computed once, before the scan, under its row lock.
 _CLAIM_LIMITED = _claim(
     "AND queue = CAST(:queue AS text)",
