@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,8 @@ from benchmarks import (
     enqueue_bulk,
     enqueue_drivers,
     enqueue_single,
+    flow_cost,
+    hosts,
     latency,
     measure,
     notify_cost,
@@ -39,6 +42,7 @@ SCENARIOS: dict[str, Scenario] = {
     "churn": churn.run,
     "unlogged": unlogged.run,
     "unique_cost": unique_cost.run,
+    "flow_cost": flow_cost.run,
 }
 
 
@@ -56,8 +60,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=report.RESULTS,
         help="folder for the JSON files (default: benchmarks/results)",
     )
-    parser.add_argument("scenario", nargs="*", help=f"any of {', '.join(SCENARIOS)} (default: all)")
+    parser.add_argument(
+        "scenario",
+        nargs="*",
+        help=f"any of {', '.join(SCENARIOS)} (default: all); or `hosts` (alias `scale`), "
+        "alone: runners in network namespaces against a server of its own (root)",
+    )
     args = parser.parse_args(argv)
+    if set(args.scenario) & {"hosts", "scale"}:
+        found = hosts.main(args.quick)
+        args.results.mkdir(parents=True, exist_ok=True)
+        path = args.results / ("hosts-quick.json" if args.quick else "hosts.json")
+        path.write_text(json.dumps(found, indent=2) + "\n")
+        print(f"  -> {path}")
+        return 0
     unknown = [name for name in args.scenario if name not in SCENARIOS]
     if unknown:
         parser.error(f"unknown scenario {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")

@@ -5,7 +5,9 @@
 - rates.png: each measured rate as a ratio to its limit (raw asyncpg, or the plain ORM where
   a session is the way in), with the issue's target marked;
 - latency.png: the pickup latency distribution, NOTIFY against polling;
-- churn.png: table, index and total size, and dead row versions, over the churn run.
+- churn.png: table, index and total size, and dead row versions, over the churn run;
+- hosts.png: tasks/s drained by 1-8 runner hosts against one PostgreSQL, and the CPU cores
+  PostgreSQL and the whole machine used meanwhile (`python -m benchmarks hosts`).
 
 A chart whose scenario has no JSON yet is skipped, with a line saying so.
 """
@@ -53,7 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     found = {path.stem: json.loads(path.read_text()) for path in args.results.glob("*.json")}
     args.out.mkdir(parents=True, exist_ok=True)
-    for name, draw in (("rates", _rates), ("latency", _latency), ("churn", _churn)):
+    charts = (("rates", _rates), ("latency", _latency), ("churn", _churn), ("hosts", _hosts))
+    for name, draw in charts:
         path = args.out / f"{name}.png"
         if draw(found, path):
             print(f"  -> {path}")
@@ -144,6 +147,32 @@ def _churn(found: dict[str, Any], path: Path) -> bool:
     more = dead.get_legend_handles_labels()
     sizes.legend(lines[0] + more[0], lines[1] + more[1], fontsize=8, loc="upper left")
     sizes.set_title("The queue table under churn")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return True
+
+
+def _hosts(found: dict[str, Any], path: Path) -> bool:
+    document = found.get("hosts")
+    if document is None:
+        return False
+    rows = document["drain"]
+    labels = [str(row["hosts"]) for row in rows]
+    figure, rate_axes = plt.subplots(figsize=(8, 4))
+    rate_axes.bar(labels, [row["rate"] for row in rows], color="tab:blue", label="tasks/s")
+    rate_axes.set_xlabel("runner hosts (network namespaces), 1 worker x concurrency 50 each")
+    rate_axes.set_ylabel("no-op tasks drained per second")
+    cpu_axes = rate_axes.twinx()
+    for key, label, style in (
+        ("postgres_cpu_cores", "PostgreSQL CPU (cores)", "o-"),
+        ("machine_busy_cores", "whole machine busy (cores)", "s--"),
+    ):
+        cpu_axes.plot(labels, [row[key] for row in rows], style, color="tab:red", label=label)
+    cpu_axes.set_ylim(0, max(2.2, float(document.get("cores") or 2) + 0.2))
+    cpu_axes.set_ylabel("CPU cores used")
+    cpu_axes.legend(fontsize=8, loc="lower right")
+    rate_axes.set_title(f"Runner hosts against one PostgreSQL ({document.get('cores')} cores)")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)

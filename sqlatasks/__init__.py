@@ -14,6 +14,7 @@ from sqlatasks.context import TaskRun, current_task
 from sqlatasks.enqueue import enqueue, enqueue_many
 from sqlatasks.errors import (
     ConfigurationError,
+    GiveUp,
     InvalidOption,
     PayloadError,
     ScheduleError,
@@ -24,13 +25,25 @@ from sqlatasks.errors import (
     TaskNotRegistered,
 )
 from sqlatasks.models import QueuedTask
-from sqlatasks.operations import cancel, delete_failed, failed_tasks, queue_stats, retry_failed
+from sqlatasks.operations import (
+    cancel,
+    delete_failed,
+    failed_tasks,
+    pause_queue,
+    queue_settings,
+    queue_stats,
+    resume_queue,
+    retry_failed,
+    set_queue_limits,
+)
+from sqlatasks.registry import Schedule
 from sqlatasks.status import TaskInfo, get_task, get_task_by_key, kept_counts
-from sqlatasks.tasks import Schedule, Task, periodic, task
+from sqlatasks.tasks import Task, periodic, task
 from sqlatasks.waiting import wait_for
 
 __all__ = [
     "ConfigurationError",
+    "GiveUp",
     "InvalidOption",
     "PayloadError",
     "QueuedTask",
@@ -53,9 +66,13 @@ __all__ = [
     "get_task",
     "get_task_by_key",
     "kept_counts",
+    "pause_queue",
     "periodic",
+    "queue_settings",
     "queue_stats",
+    "resume_queue",
     "retry_failed",
+    "set_queue_limits",
     "task",
     "wait_for",
 ]

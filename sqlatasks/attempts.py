@@ -4,8 +4,10 @@ The runner's executor, the supervisor's rescue of a dead worker's tasks and
 `sqlatasks.testing` all ask these functions; none re-implements them.
 
     time limit     the task's own timeout, else the runner's --task-timeout
-    retry or park  a failed attempt parks the task once it has used max_attempts; otherwise
-                   it is due again after the task's delay (fixed, or exponential with jitter)
+    retry or park  a failed attempt parks the task once it has used max_attempts, or at once
+                   when it raised GiveUp, an exception of `no_retry_on`, or one outside
+                   `retry_on`; otherwise it is due again after the task's delay (fixed, or
+                   exponential with jitter)
     unknown task   a task no runner here knows is given back unrun, uncounted, due again
                    after UNKNOWN_TASK_WAIT: it waits for a runner that knows it, never parks
     lease          short (--lease, 60 s by default) and renewed every `renewal_period` while
@@ -41,6 +43,8 @@ import random
 from dataclasses import dataclass
 from typing import Literal
 
+from sqlatasks import errors
+
 Backoff = Literal["fixed", "exponential"]
 
 UNKNOWN_TASK_WAIT = 30.0
@@ -66,6 +70,10 @@ class RetryPolicy:
     retry_delay * 2^(n-1), capped at retry_delay_max, times a jitter between 0.5 and 1."""
     retry_delay_max: float = 3600.0
     """Seconds at most between attempts, with exponential backoff."""
+    retry_on: tuple[type[BaseException], ...] | None = None
+    """Only failures raising these (or subclasses) are retried; None means every failure."""
+    no_retry_on: tuple[type[BaseException], ...] = ()
+    """Failures raising these (or subclasses) park at once."""
 
 
 def time_limit(policy: RetryPolicy, default: float) -> float:
@@ -89,12 +97,28 @@ def exhausted(attempts: int, max_attempts: int | None) -> bool:
 
 
 def after_failure(
-    policy: RetryPolicy, attempt: int, max_attempts: int | None, default_delay: float
+    policy: RetryPolicy,
+    attempt: int,
+    max_attempts: int | None,
+    default_delay: float,
+    raised: type[BaseException] | None = None,
 ) -> float | None:
-    """Seconds until a task whose attempt `attempt` failed is due again; None parks it."""
-    if exhausted(attempt, max_attempts):
+    """Seconds until a task whose attempt `attempt` failed is due again; None parks it.
+
+    `raised` is the type of what the attempt raised (TimeoutError for its time limit), None
+    when it ended without an exception of its own (its worker died): only `max_attempts`
+    parks it then."""
+    if exhausted(attempt, max_attempts) or (raised is not None and gives_up(policy, raised)):
         return None
     return retry_delay(policy, attempt, default_delay)
+
+
+def gives_up(policy: RetryPolicy, raised: type[BaseException]) -> bool:
+    """Whether a failure raising `raised` parks at once, whatever attempts are left:
+    GiveUp always; then `no_retry_on` wins over `retry_on`."""
+    if issubclass(raised, errors.GiveUp) or issubclass(raised, policy.no_retry_on):
+        return True
+    return policy.retry_on is not None and not issubclass(raised, policy.retry_on)
 
 
 def lost_before(attempt: int, max_attempts: int | None) -> bool:

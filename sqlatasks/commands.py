@@ -2,8 +2,10 @@
 
     status | failed | retry | cancel | purge     the queue and its failed tasks (operations.py)
     show ID [--payload]                         one task: its state, times, error and result
+    pause | resume | limit | queues             queue settings every runner obeys
     migrate | sql                               the schema: apply it, or print its DDL
     run                                         the runner, as `python -m sqlatasks.runner`
+    dashboard [--port N] [--allow-actions]      the web dashboard (sqlatasks.dashboard)
 
 Tables for people, `--json` for scripts (timestamps in ISO 8601, numbers as numbers, nothing
 as null); the database is `--database-url` or SQLATASKS_DATABASE_URL, as for the runner. The
@@ -26,15 +28,32 @@ import anyio.to_thread
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
-from sqlatasks import errors, migrations, observe, operations, runner, settings, status, tables
+from sqlatasks import (
+    arguments,
+    errors,
+    migrations,
+    observe,
+    operations,
+    poolers,
+    runner,
+    settings,
+    status,
+    tables,
+)
 
-PROG = "python -m sqlatasks"
-OPERATOR_COMMANDS = {"status", "failed", "retry", "cancel", "purge", "show"}
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: {message} (see --help)\n")
+PROG = arguments.PROG
+OPERATOR_COMMANDS = {
+    "status",
+    "failed",
+    "retry",
+    "cancel",
+    "purge",
+    "pause",
+    "resume",
+    "limit",
+    "queues",
+    "show",
+}
 
 
 class TaskUnknown(Exception):
@@ -45,80 +64,17 @@ class SchemaBehind(Exception):
     """The database's schema is older than this sqlatasks: the operator must migrate first."""
 
 
-def _global_options() -> _Parser:
-    # SUPPRESS: an option given before the command is not reset by the command's own parser.
-    options = _Parser(add_help=False)
-    options.add_argument(
-        "--database-url",
-        default=argparse.SUPPRESS,
-        help="SQLAlchemy URL (default: SQLATASKS_DATABASE_URL)",
-    )
-    options.add_argument(
-        "--json", action="store_true", default=argparse.SUPPRESS, help="print JSON, not a table"
-    )
-    return options
+def _dashboard(url: str, args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
 
-
-def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
-    common = _global_options()
-    parser = _Parser(
-        prog=prog, parents=[common], description="Operate the sqlatasks queue and its schema."
-    )
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
-    def add(name: str, what: str) -> argparse.ArgumentParser:
-        return commands.add_parser(name, parents=[common], help=what, description=what)
-
-    add(
-        "status",
-        "due, scheduled, running, failed and kept finished tasks per queue, and those no "
-        "runner knew",
-    )
-    show = add("show", "one task: state, attempts, times, last error and result (if kept)")
-    show.add_argument("id", type=int, metavar="ID")
-    show.add_argument("--payload", action="store_true", help="print its payload too")
-    failed = add("failed", "list parked (failed) tasks, newest failure first")
-    failed.add_argument("--queue")
-    failed.add_argument("--task", dest="task_name", help="a task name, module:function")
-    failed.add_argument("--limit", type=int, default=50)
-    for name, what in [
-        ("retry", "make failed tasks due again, their attempts reset"),
-        ("purge", "delete failed tasks"),
-    ]:
-        command = add(name, what)
-        command.add_argument("ids", nargs="*", type=int, metavar="ID")
-        command.add_argument("--all", action="store_true", help="every failed task")
-    cancel = add(
-        "cancel",
-        "cancel a task: a queued, scheduled or failed one is deleted; a running one is "
-        "interrupted by its worker (told by NOTIFY) and deleted",
-    )
-    cancel.add_argument("id", type=int, metavar="ID")
-    add("migrate", f"create or upgrade the queue's tables to schema version {migrations.LATEST}")
-    sql = add("sql", "print the SQL that creates (or upgrades) the queue's tables; no database")
-    sql.add_argument(
-        "--from-version",
-        type=int,
-        choices=range(migrations.LATEST + 1),
-        default=0,
-        metavar="N",
-        help="the version the database is at (default 0: no sqlatasks tables yet)",
-    )
-    health = add(
-        "health",
-        "exit 0 if the database is ready (reachable, schema current) and, with --metrics-port, "
-        "the local runner's /healthz answers 200; else print why and exit 1",
-    )
-    health.add_argument(
-        "--metrics-port",
-        type=int,
-        default=os.environ.get("SQLATASKS_METRICS_PORT"),
-        help="the runner's --metrics-port on this host (default: SQLATASKS_METRICS_PORT)",
-    )
-    commands.add_parser(
-        "run", add_help=False, help="the runner: `run --help` for its flags (= sqlatasks.runner)"
-    )
-    return parser
+        from sqlatasks.dashboard import create_app
+    except ImportError as exc:
+        print(f"dashboard: {exc}: pip install 'sqlatasks[dashboard]'", file=sys.stderr)
+        return 2
+    app = create_app(url, allow_actions=args.allow_actions)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    return 0
 
 
 def console() -> NoReturn:
@@ -131,7 +87,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
     delegated = _runner_arguments(argv)
     if delegated is not None:
         return runner.main(delegated, prog=f"{prog} run")
-    parser = build_parser(prog)
+    parser = arguments.build_parser(prog)
     args = parser.parse_args(argv)
     if args.command == "run":  # reached only with an option before it that the runner lacks
         parser.error("the runner's options go after `run`, and --json is not one of them")
@@ -150,6 +106,8 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
     except ValueError as exc:
         print(f"{prog}: invalid --database-url: {exc}", file=sys.stderr)
         return 2
+    if args.command == "dashboard":
+        return _dashboard(url, args)
     if args.command == "health":
         problems = anyio.run(_health, url, args.metrics_port)
         print("\n".join(problems) or "ok", file=sys.stderr if problems else sys.stdout)
@@ -159,6 +117,9 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
     except (SchemaBehind, TaskUnknown) as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return 1
+    except errors.InvalidOption as exc:
+        print(f"{prog} {args.command}: {exc.problem}", file=sys.stderr)
+        return 2
     except (SQLAlchemyError, OSError) as exc:
         print(f"{prog}: database error: {errors.one_line(exc)}", file=sys.stderr)
         return 1
@@ -215,7 +176,7 @@ def _healthz(port: int) -> list[str]:
 
 
 async def _run(url: str, args: argparse.Namespace) -> Any:
-    engine = create_async_engine(url, pool_size=1)
+    engine = poolers.adapt(create_async_engine(url, pool_size=1))
     try:
         if args.command == "migrate":
             async with engine.begin() as conn:
@@ -260,6 +221,21 @@ async def _command(session: AsyncSession, args: argparse.Namespace) -> Any:
             return {"deleted": await operations.delete_failed(session, ids)}
         case "cancel":
             return {"cancelled": await operations.cancel(session, args.id)}
+        case "pause" | "resume":
+            change = operations.pause_queue if args.command == "pause" else operations.resume_queue
+            await change(session, args.queue)
+            return {"queue": args.queue, "paused": args.command == "pause"}
+        case "limit":
+            await operations.set_queue_limits(
+                session, args.queue, max_running=args.max_running, per_second=args.per_second
+            )
+            return {
+                "queue": args.queue,
+                "max_running": args.max_running,
+                "per_second": args.per_second,
+            }
+        case "queues":
+            return await operations.queue_settings(session)
     raise AssertionError(args.command)
 
 

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import logging
 import math
+import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Literal
 
 import anyio
@@ -28,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlatasks import errors, rows
 from sqlatasks.backoff import Backoff
 from sqlatasks.connection import HeldConnection
-from sqlatasks.execution import Completed, Deferred, Failed, Outcome, Released, Snoozed
+from sqlatasks.outcomes import Completed, Deferred, Failed, Outcome, Released, Snoozed
 from sqlatasks.sql import outcomes as sql
 
 log = logging.getLogger(__name__)
@@ -155,41 +157,59 @@ class Completer:
 
 async def write_outcomes(conn: AsyncConnection, batch: Sequence[Outcome]) -> int:
     """Write a batch of outcomes, one statement per kind; the number of rows changed.
-    Outcomes in `execution.WRITTEN_ELSEWHERE` have no row to write, and are skipped. Tasks that
+    Outcomes in `outcomes.WRITTEN_ELSEWHERE` have no row to write, and are skipped. Tasks that
     keep nothing are deleted by the plain DELETE; only kept ones take the statement that moves
     them to the finished tasks."""
-    ended = [o for o in batch if isinstance(o, Completed)]
-    acks = [(o.task.id, o.task.lease_token) for o in ended if o.kept is None]
-    kept = [_finished(o) for o in ended if o.kept is not None]
-    failures = [
-        rows.Failure(o.task.id, o.task.lease_token, o.error, o.retry_in)
-        for o in batch
-        if isinstance(o, Failed)
-    ]
-    releases = [(o.task.id, o.task.lease_token) for o in batch if isinstance(o, Released)]
-    snoozes = [(o.task.id, o.task.lease_token, o.after) for o in batch if isinstance(o, Snoozed)]
-    deferrals = [
-        rows.Failure(o.task.id, o.task.lease_token, o.error, o.after)
-        for o in batch
-        if isinstance(o, Deferred)
-    ]
+    by_kind = _by_kind(batch)
     written = 0
-    if acks:
-        written += await sql.task_ack(conn, acks)
-    if kept:
-        written += await sql.task_ack_kept(conn, kept)
-    if failures:
-        written += await sql.task_fail(conn, failures)
-        parked = [f.id for f in failures if f.retry_in is None]
+    if by_kind.acks:
+        written += await sql.task_ack(conn, by_kind.acks)
+    if by_kind.kept:
+        written += await sql.task_ack_kept(conn, by_kind.kept)
+    if by_kind.failures:
+        written += await sql.task_fail(conn, by_kind.failures)
+        parked = [f.id for f in by_kind.failures if f.retry_in is None]
         if parked:  # for wait_for(); a retried failure is not an end
             await sql.parked_notify(conn, parked)
-    if releases:
-        written += await sql.task_release(conn, releases)
-    if snoozes:
-        written += await sql.task_snooze(conn, snoozes)
-    if deferrals:
-        written += await sql.task_defer(conn, deferrals)
+    if by_kind.releases:
+        written += await sql.task_release(conn, by_kind.releases)
+    if by_kind.snoozes:
+        written += await sql.task_snooze(conn, by_kind.snoozes)
+    if by_kind.deferrals:
+        written += await sql.task_defer(conn, by_kind.deferrals)
     return written
+
+
+@dataclass
+class _Kinds:
+    """One batch's outcomes, as the parameters of each kind's statement."""
+
+    acks: list[tuple[int, uuid.UUID]] = field(default_factory=list)
+    kept: list[rows.Finished] = field(default_factory=list)
+    failures: list[rows.Failure] = field(default_factory=list)
+    releases: list[tuple[int, uuid.UUID]] = field(default_factory=list)
+    snoozes: list[tuple[int, uuid.UUID, float]] = field(default_factory=list)
+    deferrals: list[rows.Failure] = field(default_factory=list)
+
+
+def _by_kind(batch: Sequence[Outcome]) -> _Kinds:
+    kinds = _Kinds()
+    for o in batch:
+        held = (o.task.id, o.task.lease_token)
+        if isinstance(o, Completed):
+            if o.kept is None:
+                kinds.acks.append(held)
+            else:
+                kinds.kept.append(_finished(o))
+        elif isinstance(o, Failed):
+            kinds.failures.append(rows.Failure(*held, o.error, o.retry_in))
+        elif isinstance(o, Released):
+            kinds.releases.append(held)
+        elif isinstance(o, Snoozed):
+            kinds.snoozes.append((*held, o.after))
+        elif isinstance(o, Deferred):
+            kinds.deferrals.append(rows.Failure(*held, o.error, o.after))
+    return kinds
 
 
 def _finished(outcome: Completed) -> rows.Finished:

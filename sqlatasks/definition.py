@@ -211,7 +211,12 @@ def check_options(
         raise errors.TaskDefinitionError(function=label, problem=problem)
 
 
-def check_backoff(label: str, backoff: str, retry_delay_max: float) -> None:
+def check_backoff(
+    label: str, backoff: str, retry_delay_max: float, concurrency_limit: object = None
+) -> None:
+    problem = concurrency_limit_problem(concurrency_limit)
+    if problem:
+        raise errors.TaskDefinitionError(function=label, problem=problem)
     if backoff not in ("fixed", "exponential"):
         raise errors.TaskDefinitionError(
             function=label, problem=f"backoff must be 'fixed' or 'exponential', not {backoff!r}"
@@ -224,3 +229,35 @@ def check_backoff(label: str, backoff: str, retry_delay_max: float) -> None:
 def fields_without_defaults(model: type[pydantic.BaseModel]) -> list[str]:
     """The fields a payload built from its defaults would lack: empty for a cron payload."""
     return [name for name, field in model.model_fields.items() if field.is_required()]
+
+
+def check_flow(label: str, retry_on: object, no_retry_on: object, timezone: object) -> None:
+    """The retry filters and time zone of `@task` (docs/flow-control.md)."""
+    problem = (
+        (None if retry_on is None else exceptions_problem("retry_on", retry_on))
+        or exceptions_problem("no_retry_on", no_retry_on)
+        or cron.timezone_problem(timezone)
+    )
+    if problem:
+        raise errors.TaskDefinitionError(function=label, problem=problem)
+
+
+def concurrency_limit_problem(limit: object) -> str | None:
+    if limit is None:
+        return None
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+        return f"concurrency_limit must be at least 1 (or None for 1 per key), not {limit!r}"
+    return None
+
+
+def exceptions_problem(name: str, value: object) -> str | None:
+    if isinstance(value, tuple) and all(
+        isinstance(t, type) and issubclass(t, BaseException) for t in value
+    ):
+        return None
+    return f"{name} must be a tuple of exception classes, such as (TimeoutError,), not {value!r}"
+
+
+def schedule_problem(expression: object, timezone: object) -> str | None:
+    """Why a schedule's cron expression or time zone cannot fire, or None."""
+    return cron.cron_problem(expression) or cron.timezone_problem(timezone)

@@ -19,19 +19,18 @@ import anyio
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from sqlatasks import errors, execution, leases
+from sqlatasks import errors, execution, flow, leases, outcomes, reporting
 from sqlatasks.backoff import Backoff
 from sqlatasks.completer import Completer
 from sqlatasks.connection import HeldConnection
-from sqlatasks.execution import Failed, LeaseLost, Limits, Released
+from sqlatasks.execution import Limits
+from sqlatasks.outcomes import Released
 from sqlatasks.rows import ClaimedTask
 from sqlatasks.slots import Slots, Wakeup
 from sqlatasks.sql import claim as sql
 from sqlatasks.transactions import RunInTransaction
 
 log = logging.getLogger(__name__)
-TRACEBACK_LINES = 6
-"""Lines of a failed task's traceback (its tail) in its log line."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +89,8 @@ class Dispatcher:
         """Why `stop()` was first called; None when the run ended by itself (burst)."""
         self._executions: anyio.CancelScope | None = None
         self._to_give_back: list[uuid.UUID] = []
+        self._queue_settings = flow.QueueSettings(refresh_every=policy.idle_sleep)
+        """The database's queue settings (pause, limits), re-read once per idle sleep."""
         """Tokens of failed claim rounds not yet given back (the server was unreachable)."""
 
     def wake(self) -> None:
@@ -180,7 +181,9 @@ class Dispatcher:
                 with anyio.move_on_after(self._policy.idle_sleep):
                     await self._completer.flushed()
                 continue
-            await self._wakeup.wait(self._policy.idle_sleep)
+            await self._wakeup.wait(
+                self._queue_settings.idle_sleep(self._policy.idle_sleep, self._policy.queues)
+            )
 
     def _claim_plan(self) -> list[tuple[Sequence[str], int]]:
         """(queues, how many) for each claim statement to issue now; one without caps."""
@@ -206,16 +209,23 @@ class Dispatcher:
         tokens: list[uuid.UUID] = []
         with anyio.CancelScope(shield=True):
             try:
+                await self._queue_settings.refresh(await self._connection.get())
                 for queues, limit in plan:
-                    tokens.append(uuid.uuid4())
-                    claimed += await sql.task_claim(
-                        await self._connection.get(),
-                        queues=queues,
-                        limit=limit,
-                        lease_seconds=self._policy.lease,
-                        worker_id=self._policy.worker_id,
-                        token=tokens[-1],
-                    )
+                    for step in self._queue_settings.steps(queues):
+                        room = limit - sum(1 for task in claimed if _in(task, queues))
+                        if room <= 0:
+                            break
+                        tokens.append(uuid.uuid4())
+                        claimed += await sql.task_claim(
+                            await self._connection.get(),
+                            queues=step.queues,
+                            excluded=step.excluded,
+                            limited=step.limited,
+                            limit=room,
+                            lease_seconds=self._policy.lease,
+                            worker_id=self._policy.worker_id,
+                            token=tokens[-1],
+                        )
             except (SQLAlchemyError, OSError):
                 await self._connection.close()
                 with contextlib.suppress(SQLAlchemyError, OSError):
@@ -250,7 +260,7 @@ class Dispatcher:
 
     async def _execute(self, running: Running) -> None:
         claimed = running.claimed
-        outcome: execution.Outcome | None = None
+        outcome: outcomes.Outcome | None = None
         with running.lease.scope:  # a lost lease; an operator's cancel (NOTIFY)
 
             def started(deadline: float) -> None:
@@ -260,51 +270,21 @@ class Dispatcher:
                 claimed, running.limits, self._transactions, on_start=started
             )
         # A session task whose commit was under way when the cancel came is done: keep that.
-        elsewhere = isinstance(outcome, execution.WRITTEN_ELSEWHERE)
+        elsewhere = isinstance(outcome, outcomes.WRITTEN_ELSEWHERE)
         cut_off = running.lease.cut_off and not running.cancelled and not elsewhere
         if cut_off:
             outcome = leases.lost(claimed, running.lease)
         elif outcome is None or (running.cancelled and not elsewhere):
-            outcome = execution.Cancelled(claimed)
+            outcome = outcomes.Cancelled(claimed)
             log.info("task %d %s cancelled while running", claimed.id, claimed.task_name)
         del self._running[claimed.id]
         assert outcome is not None
-        if not isinstance(outcome, execution.WRITTEN_ELSEWHERE):
+        if not isinstance(outcome, outcomes.WRITTEN_ELSEWHERE):
             self._completer.submit(outcome)
         if not cut_off:
-            _log_outcome(claimed, outcome)
+            reporting.log_failure(claimed, outcome)
         self._wakeup.set()
 
 
-def _log_outcome(claimed: ClaimedTask, outcome: execution.Outcome) -> None:
-    if isinstance(outcome, LeaseLost):
-        log.warning(
-            "task %d %s attempt %d lost its lease before it could commit: its "
-            "transaction was rolled back (another claim took it over, or it was cancelled)",
-            claimed.id,
-            claimed.task_name,
-            claimed.attempts,
-        )
-    elif isinstance(outcome, Failed):
-        first_line, _, traceback = outcome.error.partition("\n")
-        # The traceback's tail on lines of their own: where it failed, without a debugger.
-        tail = "".join(f"\n    {line}" for line in traceback.splitlines()[-TRACEBACK_LINES:])
-        if outcome.retry_in is None:
-            log.error(
-                "task %d %s attempt %d failed and is parked: %s%s",
-                claimed.id,
-                claimed.task_name,
-                claimed.attempts,
-                first_line,
-                tail,
-            )
-        else:
-            log.warning(
-                "task %d %s attempt %d failed: %s; due again in %g s%s",
-                claimed.id,
-                claimed.task_name,
-                claimed.attempts,
-                first_line,
-                outcome.retry_in,
-                tail,
-            )
+def _in(task: ClaimedTask, queues: Sequence[str]) -> bool:
+    return not queues or task.queue in queues

@@ -37,8 +37,12 @@ def enqueue(
     run_at: datetime | None = None,
     unique_key: str | None = None,
     on_duplicate: OnDuplicate = "skip",
+    concurrency_key: str | None = None,
 ) -> QueuedTask:
     """A new queue row for `fn(payload)`, for the caller to `session.add()`.
+
+    `fn` is a `@task` or its name; a name not registered here (another service's task) takes
+    a mapping of JSON values, validated by the worker (`tasks.by_name`, docs/flow-control.md).
 
     The payload is validated here, and written as the JSON text that a worker loads back equal
     to it: a wrong model, invalid values, or a value that would not survive JSON (a float
@@ -53,6 +57,9 @@ def enqueue(
     its `duplicate_of` is the live task's id (None when it was added). `on_duplicate="skip"`
     deletes the duplicate at once; `"report"` keeps it parked as failed, with last_error
     "duplicate of task N". Neither raises or disturbs the caller's transaction.
+
+    With `concurrency_key`, at most the task's `concurrency_limit` (1 if it sets none) tasks
+    with this key run at once, across every runner, in claim order (docs/flow-control.md).
     """
     task = _task(fn)
     row = QueuedTask(
@@ -62,6 +69,9 @@ def enqueue(
         priority=_priority(task, priority),
         max_attempts=task.max_attempts,
     )
+    if concurrency_key is not None:
+        row.concurrency_key = _key("concurrency_key", concurrency_key)
+        row.concurrency_limit = task.concurrency_limit or 1
     _check_on_duplicate(on_duplicate)
     if unique_key is not None:
         row.unique_key = _unique_key(unique_key)
@@ -237,11 +247,15 @@ def _keyed_chunks(
 
 
 def _unique_key(key: object) -> str:
+    return _key("unique_key", key)
+
+
+def _key(option: str, key: object) -> str:
     if not isinstance(key, str) or not key:
         raise errors.InvalidOption(
-            option="unique_key", problem=f"unique_key must be a non-empty string, not {key!r}"
+            option=option, problem=f"{option} must be a non-empty string, not {key!r}"
         )
-    _refuse("unique_key", definition.text_problem("unique_key", key))
+    _refuse(option, definition.text_problem(option, key))
     return key
 
 
@@ -257,7 +271,7 @@ def _task(fn: tasks.Task[Any] | str) -> tasks.Task[Any]:
     if isinstance(fn, tasks.Task):
         return fn
     if isinstance(fn, str):
-        return registry.get(fn)
+        return registry.get(fn) if registry.known(fn) else tasks.by_name(fn)
     raise TypeError(f"enqueue() takes a @task or a registered task name, not {fn!r}")
 
 

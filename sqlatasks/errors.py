@@ -9,7 +9,8 @@
     ├── TaskNotRegistered        a row names no task that this process may run
     │   └── TaskUnknown          …because nothing here registers that name: it waits
     ├── ConfigurationError       a setting is invalid, or the database cannot be reached
-    └── Snooze                   raised by a task: run me again later, this was no failure
+    ├── Snooze                   raised by a task: run me again later, this was no failure
+    └── GiveUp                   raised by a task: park me now, retrying cannot help
 
 Each exception carries its facts as attributes, and its message says what to do next.
 """
@@ -146,6 +147,13 @@ def not_transient(exc: BaseException) -> bool:
     return state is not None and (state in NOT_TRANSIENT_STATES or state.startswith("28"))
 
 
+class GiveUp(SqlatasksError):
+    """Raised by a task to fail for good: the task is parked at once, with this exception as
+    its last_error, however many attempts it has left (`retry_failed` runs it again).
+
+    Use it for failures no retry can mend (a card declined, a record deleted meanwhile)."""
+
+
 MESSAGE_LIMIT = 2000
 """Characters of an exception's message kept (its head and its tail); likewise of each line
 of its traceback."""
@@ -169,6 +177,8 @@ def describe(exc: BaseException, *, with_traceback: bool = False) -> str:
     `with_traceback`, the last TRACEBACK_TAIL characters of its traceback. Never raises, even
     for an exception whose __str__ does, and never longer than ERROR_LIMIT characters: a
     message longer than MESSAGE_LIMIT keeps its head and its tail and says how much was cut."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]  # a task group's wrapping says nothing: name what it wraps
     try:
         message = str(getattr(exc, "orig", None) or exc).strip()
         text = f"{type(exc).__name__}: {cut(message, MESSAGE_LIMIT)}"

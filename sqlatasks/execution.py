@@ -17,84 +17,22 @@ from typing import Any
 import anyio
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from sqlatasks import attempts, cancellation, errors, hooks, logs, registry
+from sqlatasks import attempts, cancellation, errors, hooks, logs, registry, reporting
 from sqlatasks.context import TaskRun, running
+from sqlatasks.outcomes import (
+    Committed,
+    Completed,
+    Deferred,
+    Failed,
+    LeaseLost,
+    Outcome,
+    Snoozed,
+)
 from sqlatasks.rows import ClaimedTask, Keep
 from sqlatasks.tasks import Task
 from sqlatasks.transactions import RunInTransaction
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class Completed:
-    """The task returned: delete its row (moved to the finished tasks when `kept`)."""
-
-    task: ClaimedTask
-    kept: Keep | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Failed:
-    """The attempt failed: due again in `retry_in` seconds, or parked when that is None."""
-
-    task: ClaimedTask
-    error: str
-    retry_in: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class Released:
-    """The attempt was interrupted by shutdown: give the task back, the attempt uncounted."""
-
-    task: ClaimedTask
-
-
-@dataclass(frozen=True, slots=True)
-class Snoozed:
-    """The task raised Snooze: due again in `after` seconds, the attempt not counted."""
-
-    task: ClaimedTask
-    after: float
-
-
-@dataclass(frozen=True, slots=True)
-class Deferred:
-    """No runner here knows the task (errors.TaskUnknown): give it back unrun, the attempt
-    uncounted, due again in `after` seconds, with `error` (why) kept in last_error."""
-
-    task: ClaimedTask
-    error: str
-    after: float
-
-
-@dataclass(frozen=True, slots=True)
-class Cancelled:
-    """An operator cancelled the running task. The cancel deleted its row already (see
-    `sql.operator.task_cancel`): nothing is left to write."""
-
-    task: ClaimedTask
-
-
-@dataclass(frozen=True, slots=True)
-class Committed:
-    """A session task returned, and its transaction committed its writes with the deletion of
-    its row: nothing is left to write."""
-
-    task: ClaimedTask
-
-
-@dataclass(frozen=True, slots=True)
-class LeaseLost:
-    """A session task returned, but its lease had passed to another claim: its transaction
-    rolled back, and the row belongs to that claim. Nothing to write."""
-
-    task: ClaimedTask
-
-
-Outcome = Completed | Failed | Released | Snoozed | Deferred | Cancelled | Committed | LeaseLost
-WRITTEN_ELSEWHERE = (Committed, LeaseLost, Cancelled)
-"""Outcomes whose row the completer must not touch."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +62,7 @@ async def execute(
     """
     started = time.perf_counter()
     outcome = await _steps(claimed, limits, transactions, on_start)
-    report(outcome, time.perf_counter() - started)
+    reporting.report(outcome, time.perf_counter() - started)
     return outcome
 
 
@@ -152,11 +90,13 @@ async def _steps(
     if ran.committed is not None:
         return Committed(claimed) if ran.committed else LeaseLost(claimed)
     if ran.timed_out:
-        return failure(claimed, task, limits, f"TimeoutError: exceeded its {limit:g} s limit")
+        error = f"TimeoutError: exceeded its {limit:g} s limit"
+        return failure(claimed, task, limits, error, raised=TimeoutError)
     if isinstance(ran.raised, errors.Snooze):
         return Snoozed(claimed, after=ran.raised.after)
     if ran.raised is not None:
-        return failure(claimed, task, limits, errors.describe(ran.raised, with_traceback=True))
+        error = errors.describe(ran.raised, with_traceback=True)
+        return failure(claimed, task, limits, error, raised=type(ran.raised))
     return Completed(claimed, ran.returned if isinstance(ran.returned, Keep) else None)
 
 
@@ -269,50 +209,19 @@ async def _run_step(run: TaskRun, call: hooks.CallNext) -> BaseException | None:
     return await hooks.around(run, call)
 
 
-OUTCOME_NAMES = {
-    "Completed": "completed",
-    "Committed": "completed",
-    "Released": "released",
-    "Snoozed": "snoozed",
-    "Cancelled": "cancelled",
-    "LeaseLost": "lease_lost",
-}
-
-
-def outcome_name(outcome: Outcome) -> str:
-    """The outcome's label in logs, events and metrics: completed, retry, parked, ..."""
-    if isinstance(outcome, Failed):
-        return "parked" if outcome.retry_in is None else "retry"
-    return OUTCOME_NAMES[type(outcome).__name__]
-
-
-def report(outcome: Outcome, duration: float) -> None:
-    """Log a task's end at DEBUG, and tell the hooks: end, and retry or park."""
-    claimed, name = outcome.task, outcome_name(outcome)
-    if log.isEnabledFor(logging.DEBUG):  # no record's arguments built per task when off
-        log.debug(
-            "task %d %s attempt %d ended: %s in %.3f s",
-            claimed.id,
-            claimed.task_name,
-            claimed.attempts,
-            name,
-            duration,
-            extra={"outcome": name, "duration": duration},
-        )
-    base = (claimed.task_name, claimed.queue, claimed.id, claimed.attempts)
-    if hooks.wanted("end"):
-        hooks.emit(hooks.Event("end", *base, outcome=name, duration=duration))
-    if isinstance(outcome, Failed):
-        kind: hooks.EventKind = "park" if outcome.retry_in is None else "retry"
-        hooks.emit(hooks.Event(kind, *base, outcome=name, error=outcome.error))
-
-
-def failure(claimed: ClaimedTask, task: Task[Any] | None, limits: Limits, error: str) -> Failed:
-    """A failed attempt: due again after the task's own retry delay, or parked at its limit.
-    Also the outcome of an attempt whose worker died (the supervisor's rescue); `task` is
-    None when the name is not known there, and the runner's defaults apply."""
+def failure(
+    claimed: ClaimedTask,
+    task: Task[Any] | None,
+    limits: Limits,
+    error: str,
+    raised: type[BaseException] | None = None,
+) -> Failed:
+    """A failed attempt: due again after the task's own retry delay, or parked at its limit
+    or by its retry filters (`raised`: the type of what the attempt raised). Also the outcome
+    of an attempt whose worker died (the supervisor's rescue); `task` is None when the name is
+    not known there, and the runner's defaults apply."""
     policy = task.policy if task is not None else attempts.RetryPolicy()
     delay = attempts.after_failure(
-        policy, claimed.attempts, claimed.max_attempts, limits.retry_delay
+        policy, claimed.attempts, claimed.max_attempts, limits.retry_delay, raised
     )
     return Failed(claimed, error=error, retry_in=delay)

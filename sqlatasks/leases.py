@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlatasks import attempts, errors
 from sqlatasks.backoff import Backoff
 from sqlatasks.connection import HeldConnection
-from sqlatasks.execution import LeaseLost
+from sqlatasks.outcomes import LeaseLost
 from sqlatasks.rows import ClaimedTask
 from sqlatasks.sql import claim as sql
 

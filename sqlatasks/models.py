@@ -12,8 +12,10 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Dialect,
+    Double,
     FetchedValue,
     Identity,
     Index,
@@ -22,6 +24,7 @@ from sqlalchemy import (
     SmallInteger,
     Text,
     Uuid,
+    false,
     func,
 )
 from sqlalchemy.dialects.postgresql import JSONB, TIMESTAMP
@@ -33,7 +36,9 @@ PERIODIC_TABLE_NAME = "sqlatasks_periodic"
 CLAIM_INDEX_NAME = "sqlatasks_tasks_claim_idx"
 UNIQUE_KEY_INDEX_NAME = "sqlatasks_tasks_unique_key_idx"
 FINISHED_TABLE_NAME = "sqlatasks_finished"
-SCHEMA_VERSION = 4  # the migration version this mapping matches
+CONCURRENCY_KEY_INDEX_NAME = "sqlatasks_tasks_concurrency_key_idx"
+QUEUES_TABLE_NAME = "sqlatasks_queues"
+SCHEMA_VERSION = 5  # the migration version this mapping matches
 SCHEMA_COMMENT_PREFIX = "sqlatasks schema version "
 
 
@@ -110,6 +115,9 @@ class QueuedTask(Base):
     duplicate_of: Mapped[int | None] = mapped_column(BigInteger, server_default=FetchedValue())
     """Set by the database at insert when a live task already held `unique_key`: that task's id.
     Read it after `session.flush()`; None means this row was added."""
+    concurrency_key: Mapped[str | None] = mapped_column(Text)
+    """At most `concurrency_limit` tasks with this key run at once, across every runner."""
+    concurrency_limit: Mapped[int | None] = mapped_column(Integer)
 
     def __repr__(self) -> str:
         return f"<QueuedTask id={self.id} {self.task_name} queue={self.queue!r}>"
@@ -169,6 +177,26 @@ Index(
     FinishedTask.id,
     postgresql_where=FinishedTask.unique_key.isnot(None),
 )
+
+
+class QueueSettings(Base):
+    """What every runner obeys about one queue (schema version 5): paused, running at most
+    `max_running`, starting at most `per_second`. Written by `sqlatasks.operations`; the claim
+    reads it (docs/flow-control.md)."""
+
+    __tablename__ = QUEUES_TABLE_NAME
+    __table_args__ = (
+        CheckConstraint("max_running >= 0", name="sqlatasks_queues_max_running_check"),
+        CheckConstraint("per_second > 0", name="sqlatasks_queues_per_second_check"),
+    )
+
+    name: Mapped[str] = mapped_column(Text, primary_key=True)
+    paused: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    max_running: Mapped[int | None] = mapped_column(Integer)
+    per_second: Mapped[float | None] = mapped_column(Double)
+    next_start: Mapped[datetime | None] = mapped_column(TIMESTAMP(timezone=True))
+
+
 Index(
     CLAIM_INDEX_NAME,
     QueuedTask.priority.desc(),
@@ -181,4 +209,9 @@ Index(
     QueuedTask.unique_key,
     unique=True,
     postgresql_where=QueuedTask.unique_key.isnot(None) & QueuedTask.failed_at.is_(None),
+)
+Index(
+    CONCURRENCY_KEY_INDEX_NAME,
+    QueuedTask.concurrency_key,
+    postgresql_where=QueuedTask.concurrency_key.isnot(None) & QueuedTask.failed_at.is_(None),
 )

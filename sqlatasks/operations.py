@@ -2,7 +2,12 @@
 
 Every function takes the application's `AsyncSession` and works in its transaction: nothing is
 committed here; given a synchronous `Session`, each raises TypeError at the call. The command
-line (`python -m sqlatasks status | failed | retry | cancel | purge`) calls the same functions.
+line (`python -m sqlatasks status | failed | retry | cancel | purge | pause | resume | limit |
+queues`) calls the same functions.
+
+Queue settings (pause, limits) bind every runner from the caller's commit on: each worker
+re-reads them once per idle sleep, and the database checks the limits at every claim
+(docs/flow-control.md).
 """
 
 from __future__ import annotations
@@ -12,18 +17,24 @@ from typing import Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from sqlatasks import registry, sessions
-from sqlatasks.rows import FailedTask, QueueStats
+from sqlatasks import definition, errors, registry, sessions
+from sqlatasks.rows import FailedTask, QueueSettings, QueueStats
+from sqlatasks.sql import claim as sql_claim
 from sqlatasks.sql import operator as sql
 
 __all__ = [
     "FailedTask",
+    "QueueSettings",
     "QueueStats",
     "cancel",
     "delete_failed",
     "failed_tasks",
+    "pause_queue",
+    "queue_settings",
     "queue_stats",
+    "resume_queue",
     "retry_failed",
+    "set_queue_limits",
 ]
 
 
@@ -85,3 +96,61 @@ async def cancel(
     return await sql.task_cancel(
         await session.connection(), task_id, keep=keep, task_keeps=task_keeps
     )
+
+
+@sessions.async_only
+async def pause_queue(session: AsyncSession, queue: str) -> None:
+    """Start no task of `queue` from the commit on, in any runner (within one idle sleep);
+    tasks already running finish, and enqueueing goes on."""
+    await sql.queue_pause(await session.connection(), _queue(queue), paused=True)
+
+
+@sessions.async_only
+async def resume_queue(session: AsyncSession, queue: str) -> None:
+    """Undo `pause_queue`: the queue's tasks start again, within its limits."""
+    await sql.queue_pause(await session.connection(), _queue(queue), paused=False)
+
+
+@sessions.async_only
+async def set_queue_limits(
+    session: AsyncSession,
+    queue: str,
+    *,
+    max_running: int | None = None,
+    per_second: float | None = None,
+) -> None:
+    """At most `max_running` tasks of `queue` running at once and at most `per_second` starts
+    per second, across every runner; None lifts that limit. Replaces the queue's previous
+    limits; the per-worker `--queue NAME=LIMIT` caps still apply on top."""
+    if max_running is not None and (
+        not isinstance(max_running, int) or isinstance(max_running, bool) or max_running < 0
+    ):
+        raise errors.InvalidOption(
+            option="max_running", problem=f"max_running must be 0 or more, not {max_running!r}"
+        )
+    if per_second is not None:
+        problem = definition.seconds_problem("per_second", per_second, zero_ok=False)
+        if problem:
+            raise errors.InvalidOption(
+                option="per_second",
+                problem=f"per_second must be a positive number of starts, not {per_second!r}",
+            )
+    await sql.queue_limit(
+        await session.connection(),
+        _queue(queue),
+        max_running=max_running,
+        per_second=None if per_second is None else float(per_second),
+    )
+
+
+@sessions.async_only
+async def queue_settings(session: AsyncSession) -> list[QueueSettings]:
+    """Every queue that is paused or limited, by name."""
+    return await sql_claim.queue_settings(await session.connection())
+
+
+def _queue(queue: str) -> str:
+    problem = definition.queue_problem(queue)
+    if problem:
+        raise errors.InvalidOption(option="queue", problem=problem)
+    return queue

@@ -17,12 +17,41 @@ from __future__ import annotations
 import importlib
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from sqlatasks import cron as cronexpr
 from sqlatasks import errors
 
 if TYPE_CHECKING:  # tasks imports this module to register; the names are for types only
-    from sqlatasks.tasks import Schedule, Task
+    from sqlatasks.tasks import Task
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """Enqueue `task` with `payload` (JSON text) at every slot of `cron`, once per slot.
+
+    Each slot fires once however many runners hold the schedule (see `sqlatasks.scheduler`);
+    only the latest slot at or before the database's `now()` is ever fired, so a schedule whose
+    runners were down catches up on that one slot, never on a burst of missed ones.
+    """
+
+    name: str
+    task: Task[Any]
+    cron: str
+    payload: str
+    timezone: str | None = None
+    """The IANA zone the expression reads in; None means UTC."""
+
+    def latest_slot(self, now: datetime) -> datetime:
+        """The last slot at or before `now`, in UTC."""
+        return cronexpr.latest_slot(self.cron, now, self.timezone)
+
+    def next_slot(self, now: datetime) -> datetime:
+        """The first slot after `now`, in UTC."""
+        return cronexpr.next_slot(self.cron, now, self.timezone)
+
 
 _tasks: dict[str, Task[Any]] = {}
 _schedules: dict[str, Schedule] = {}
@@ -47,6 +76,11 @@ def get(name: str) -> Task[Any]:
         raise errors.TaskUnknown(
             name=name, problem="no @task is registered under this name"
         ) from None
+
+
+def known(name: str) -> bool:
+    """Whether a task is registered under `name` in this process (no import)."""
+    return name in _tasks
 
 
 def all_tasks() -> list[Task[Any]]:
@@ -148,5 +182,5 @@ def _origin(task: Task[Any]) -> tuple[str, str]:
     return (task.function.__module__, task.function.__qualname__)
 
 
-def _identity(schedule: Schedule) -> tuple[str, str, str]:
-    return (schedule.task.name, schedule.cron, schedule.payload)
+def _identity(schedule: Schedule) -> tuple[str, str, str, str | None]:
+    return (schedule.task.name, schedule.cron, schedule.payload, schedule.timezone)

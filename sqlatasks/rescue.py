@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from sqlatasks import completer, errors, execution, registry
+from sqlatasks import completer, errors, execution, outcomes, registry
 from sqlatasks.rows import ClaimedTask
 from sqlatasks.sql import claim
 from sqlatasks.tasks import Task
@@ -42,7 +42,7 @@ def _settle(
     worker_id: str,
     overdue: Collection[int] | None,
     limits: execution.Limits,
-) -> execution.Outcome:
+) -> outcomes.Outcome:
     if overdue is None:
         error = f"WorkerLost: worker {worker_id} died while running it"
     elif task.id in overdue:
@@ -51,7 +51,7 @@ def _settle(
             f"worker {worker_id} was killed"
         )
     else:
-        return execution.Released(task)
+        return outcomes.Released(task)
     return execution.failure(task, _known(task.task_name, limits), limits, error)
 
 

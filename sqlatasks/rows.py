@@ -166,3 +166,14 @@ class ScheduleState:
     name: str
     cron: str | None
     last_slot: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSettings:
+    """What every runner obeys about one queue, as `queue_settings()` and `sqlatasks queues`
+    show it; None means no limit."""
+
+    queue: str
+    paused: bool
+    max_running: int | None
+    per_second: float | None

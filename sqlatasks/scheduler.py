@@ -30,9 +30,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlatasks import errors, rows
 from sqlatasks.backoff import Backoff
 from sqlatasks.connection import HeldConnection
+from sqlatasks.registry import Schedule
 from sqlatasks.sql import outcomes
 from sqlatasks.sql import periodic as sql
-from sqlatasks.tasks import Schedule
 
 log = logging.getLogger(__name__)
 

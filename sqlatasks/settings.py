@@ -130,6 +130,12 @@ class Settings(BaseSettings):
     middleware: Annotated[tuple[str, ...], NoDecode] = Field(
         (), description="module:callable run around every execution (repeatable; docs/hooks)"
     )
+    listen_url: str | None = Field(
+        None,
+        description="URL for LISTEN only, when --database-url goes through a transaction "
+        "pooler (PgBouncer) where LISTEN cannot work: the server directly, or a "
+        "session-pooled PgBouncer; default: the database URL",
+    )
 
     @field_validator("event_loop")
     @classmethod
@@ -152,6 +158,11 @@ class Settings(BaseSettings):
             if problem is not None:
                 raise ValueError(problem)
         return value
+
+    @field_validator("listen_url")
+    @classmethod
+    def _listen_url(cls, value: str | None) -> str | None:
+        return None if value is None else database_url(value)
 
     @field_validator("imports", "queues", "middleware", mode="before")
     @classmethod
@@ -205,5 +216,7 @@ class Settings(BaseSettings):
             names = f"--{flag.replace('_', '-')} (SQLATASKS_{field.upper()})"
             if first["type"] == "missing":
                 raise errors.ConfigurationError(f"{names} is required") from None
-            shown = "" if field == "database_url" else f", got {first['input']!r}"  # secrets
+            shown = (
+                "" if field in {"database_url", "listen_url"} else f", got {first['input']!r}"
+            )  # secrets
             raise errors.ConfigurationError(f"invalid {names}: {first['msg']}{shown}") from None

@@ -33,6 +33,7 @@ from sqlatasks import (
     execution,
     logs,
     observe,
+    poolers,
     rescue,
     startup,
 )
@@ -121,14 +122,16 @@ class Supervisor:
         # One connection, for start-up checks and releasing dead workers' tasks.
         # A connection left read-only by a failover is discarded, not reused for the rescues.
         self._engine = connection.discard_broken_connections(
-            create_async_engine(
-                settings.database_url,
-                pool_size=1,
-                pool_pre_ping=True,
-                connect_args={
-                    "server_settings": {"application_name": "sqlatasks supervisor"},
-                    "timeout": startup.CONNECT_TIMEOUT,
-                },
+            poolers.adapt(
+                create_async_engine(
+                    settings.database_url,
+                    pool_size=1,
+                    pool_pre_ping=True,
+                    connect_args={
+                        "server_settings": {"application_name": "sqlatasks supervisor"},
+                        "timeout": startup.CONNECT_TIMEOUT,
+                    },
+                )
             )
         )
 

@@ -12,17 +12,16 @@ while keeping `name=` keeps old rows runnable.
 from __future__ import annotations
 
 import functools
+import sys
 import typing
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar, overload
 
 import pydantic
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from sqlatasks import attempts, definition, errors, payloads, registry
-from sqlatasks import cron as cronexpr  # `cron` is a parameter of task() and periodic()
 from sqlatasks.attempts import Backoff
 from sqlatasks.definition import DEFAULT_QUEUE
 
@@ -62,6 +61,12 @@ class Task(Generic[PayloadT]):
     means the runner's --keep (0 by default: deleted at once)."""
     returns: Any = Any
     """The return annotation: the type of a kept result."""
+    concurrency_limit: int | None = None
+    """Tasks with one concurrency key running at once, across every runner (1 when None)."""
+    retry_on: tuple[type[BaseException], ...] | None = None
+    """Only these exceptions (and their subclasses) are retried; None means every one."""
+    no_retry_on: tuple[type[BaseException], ...] = ()
+    """These exceptions park the task at once, without a retry."""
 
     async def __call__(self, payload: PayloadT, session: AsyncSession | None = None) -> Any:
         if not self.wants_session:
@@ -83,6 +88,8 @@ class Task(Generic[PayloadT]):
             retry_delay=self.retry_delay,
             backoff=self.backoff,
             retry_delay_max=self.retry_delay_max,
+            retry_on=self.retry_on,
+            no_retry_on=self.no_retry_on,
         )
 
     @functools.cached_property
@@ -143,6 +150,10 @@ def task(
     max_attempts: int | None = None,
     cron: str | None = None,
     keep: float | None = None,
+    timezone: str | None = None,
+    concurrency_limit: int | None = None,
+    retry_on: tuple[type[BaseException], ...] | None = None,
+    no_retry_on: tuple[type[BaseException], ...] = (),
 ) -> _Decorator: ...
 
 
@@ -160,78 +171,85 @@ def task(
     max_attempts: int | None = None,
     cron: str | None = None,
     keep: float | None = None,
+    timezone: str | None = None,
+    concurrency_limit: int | None = None,
+    retry_on: tuple[type[BaseException], ...] | None = None,
+    no_retry_on: tuple[type[BaseException], ...] = (),
 ) -> Task[Any] | _Decorator:
     """Register an `async def f(payload: SomeModel)` as a task; usable as `@task` or `@task(...)`.
 
     `async def f(payload: SomeModel, session: AsyncSession)` asks for a session whose
-    transaction commits the task's writes together with the deletion of its row.
+    transaction commits the task's writes with the deletion of its row. `cron` (five fields,
+    UTC or the IANA `timezone`): runners also enqueue it once per slot (see `periodic`).
 
     `keep`: seconds a finished task is kept, with its JSON-able result (docs/status.md).
 
-    With `cron` (five fields, UTC, e.g. "*/5 * * * *"), runners also enqueue it once per slot
-    of that expression, with the payload model built from its defaults (see `periodic`).
-
     Every problem a worker would meet later (a sync function, a payload that is not a pydantic
-    model, a function workers cannot import, a name already taken, a bad cron expression, a
-    cron payload with required fields) is raised here, at import.
+    model, a function workers cannot import, a name already taken, a bad cron expression or
+    time zone, a cron payload with required fields) is raised here, at import.
     """
 
+    options: dict[str, Any] = {
+        "queue": queue,
+        "priority": priority,
+        "timeout": timeout,
+        "retry_delay": retry_delay,
+        "backoff": backoff,
+        "retry_delay_max": retry_delay_max,
+        "max_attempts": max_attempts,
+        "keep": keep,
+        "concurrency_limit": concurrency_limit,
+        "retry_on": retry_on,
+        "no_retry_on": no_retry_on,
+    }
+
     def decorate(fn: AnyTaskFunction[Any]) -> Task[Any]:
-        label = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
-        definition.check_options(label, queue, priority, timeout, retry_delay, max_attempts, keep)
-        definition.check_backoff(label, backoff, retry_delay_max)
-        model, wants_session = definition.parameters(label, fn)
-        returns = definition.result_type(label, fn)
-        cron_payload = None if cron is None else definition.cron_payload(label, cron, model)
-        built = Task(
-            function=fn,
-            name=name if name is not None else definition.default_name(label, fn),
-            model=model,
-            wants_session=wants_session,
-            queue=queue,
-            priority=priority,
-            timeout=timeout,
-            retry_delay=retry_delay,
-            backoff=backoff,
-            retry_delay_max=retry_delay_max,
-            max_attempts=max_attempts,
-            keep=keep,
-            returns=returns,
-        )
-        registry.add(built)
-        if cron is not None and cron_payload is not None:  # both or neither
-            registry.add_schedule(Schedule(built.name, built, cron, cron_payload))
-        return built
+        return _define(fn, name, cron, timezone, options)
 
     if function is not None:
         return decorate(function)
     return typing.cast(_Decorator, decorate)
 
 
+def _define(
+    fn: AnyTaskFunction[Any],
+    name: str | None,
+    cron: str | None,
+    timezone: str | None,
+    options: dict[str, Any],
+) -> Task[Any]:
+    """Check everything about `fn` and its options, then build and register its Task."""
+    label = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
+    o = options
+    definition.check_options(
+        label,
+        o["queue"],
+        o["priority"],
+        o["timeout"],
+        o["retry_delay"],
+        o["max_attempts"],
+        o["keep"],
+    )
+    definition.check_backoff(label, o["backoff"], o["retry_delay_max"], o["concurrency_limit"])
+    definition.check_flow(label, o["retry_on"], o["no_retry_on"], timezone)
+    model, wants_session = definition.parameters(label, fn)
+    returns = definition.result_type(label, fn)
+    cron_payload = None if cron is None else definition.cron_payload(label, cron, model)
+    built = Task(
+        function=fn,
+        name=name if name is not None else definition.default_name(label, fn),
+        model=model,
+        wants_session=wants_session,
+        returns=returns,
+        **options,
+    )
+    registry.add(built)
+    if cron is not None and cron_payload is not None:  # both or neither
+        registry.add_schedule(registry.Schedule(built.name, built, cron, cron_payload, timezone))
+    return built
+
+
 # -- periodic schedules ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Schedule:
-    """Enqueue `task` with `payload` (JSON text) at every slot of `cron`, once per slot.
-
-    Each slot fires once however many runners hold the schedule (see `sqlatasks.scheduler`);
-    only the latest slot at or before the database's `now()` is ever fired, so a schedule whose
-    runners were down catches up on that one slot, never on a burst of missed ones.
-    """
-
-    name: str
-    task: Task[Any]
-    cron: str
-    payload: str
-
-    def latest_slot(self, now: datetime) -> datetime:
-        """The last slot at or before `now` (UTC)."""
-        return cronexpr.latest_slot(self.cron, now)
-
-    def next_slot(self, now: datetime) -> datetime:
-        """The first slot after `now` (UTC)."""
-        return cronexpr.next_slot(self.cron, now)
 
 
 def periodic(
@@ -240,8 +258,10 @@ def periodic(
     cron: str,
     payload: PayloadT | Mapping[str, Any] | None = None,
     name: str | None = None,
-) -> Schedule:
-    """Enqueue `fn(payload)` at every slot of `cron` (five fields, UTC), once per slot.
+    timezone: str | None = None,
+) -> registry.Schedule:
+    """Enqueue `fn(payload)` at every slot of `cron` (five fields, in UTC or in the IANA
+    `timezone`, daylight saving included: docs/periodic.md), once per slot.
 
     `payload` defaults to the payload model built from its field defaults. `name` (default:
     the task's name) identifies the schedule in the database; give each schedule of one task
@@ -251,7 +271,7 @@ def periodic(
     if not isinstance(fn, Task):
         raise TypeError(f"periodic() takes a @task, not {fn!r}")
     label = name if name is not None else fn.name
-    problem = cronexpr.cron_problem(cron)
+    problem = definition.schedule_problem(cron, timezone)
     if problem:
         raise errors.ScheduleError(name=label, problem=problem)
     if payload is None:
@@ -261,6 +281,38 @@ def periodic(
                 problem=f"{fn.model.__name__} has fields without defaults: pass payload=",
             )
         payload = fn.model()
-    schedule = Schedule(name=label, task=fn, cron=cron, payload=fn.dump(payload))
+    schedule = registry.Schedule(
+        name=label, task=fn, cron=cron, payload=fn.dump(payload), timezone=timezone
+    )
     registry.add_schedule(schedule)
     return schedule
+
+
+# -- tasks of other services, enqueued by name ---------------------------------------------
+
+
+class AnyPayload(pydantic.BaseModel):
+    """The payload of a task this process has not registered: any JSON object."""
+
+    model_config = pydantic.ConfigDict(extra="allow")
+
+
+async def _elsewhere(payload: AnyPayload) -> None:
+    raise AssertionError("a task enqueued by name runs in the worker that registers it")
+
+
+def by_name(name: str) -> Task[AnyPayload]:
+    """A stand-in, never registered, for the task named `name` that another process defines:
+    enqueued with the default queue and priority, its payload a JSON object that the worker
+    validates against the real model (and parks the task if it does not fit). A name whose
+    module this process has imported is a typo: TaskNotRegistered."""
+    module, sep, qualname = name.partition(":")
+    if module in sys.modules:  # its module is imported here, and registers no such task
+        return registry.get(name)  # TaskNotRegistered: a typo, most likely
+    if not (sep and module and qualname) or definition.text_problem("name", name):
+        raise errors.TaskNotRegistered(
+            name=name,
+            problem="it is not registered here, and a task enqueued by name must be named "
+            "module:qualname, e.g. 'billing.tasks:charge'",
+        )
+    return Task(function=_elsewhere, name=name, model=AnyPayload)

@@ -26,13 +26,13 @@ import pydantic
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from sqlatasks import completer, execution, sessions, tasks, transactions
-from sqlatasks.execution import (
+from sqlatasks.execution import Limits
+from sqlatasks.outcomes import (
     Committed,
     Completed,
     Deferred,
     Failed,
     LeaseLost,
-    Limits,
     Outcome,
     Released,
     Snoozed,

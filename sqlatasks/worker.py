@@ -35,6 +35,7 @@ from sqlatasks import (
     leases,
     listener,
     logs,
+    poolers,
     registry,
     scheduler,
     transactions,
@@ -43,8 +44,8 @@ from sqlatasks.completer import Completer
 from sqlatasks.dispatcher import ClaimPolicy, Dispatcher
 from sqlatasks.execution import Limits
 from sqlatasks.models import CANCEL_CHANNEL, NOTIFY_CHANNEL
+from sqlatasks.registry import Schedule
 from sqlatasks.settings import Settings
-from sqlatasks.tasks import Schedule
 
 log = logging.getLogger(__name__)
 
@@ -196,28 +197,33 @@ def _engines(
     # That is at-least-once, as promised; enqueues keep the application's own setting.
     # Both pools discard a connection after a read-only or shutdown error (failover): see
     # connection.discard_broken_connections.
-    engine = create_async_engine(
-        settings.database_url,
-        pool_size=4 if with_scheduler else 3,
-        max_overflow=1,
-        isolation_level="AUTOCOMMIT",
-        connect_args={
-            "server_settings": {"synchronous_commit": "off"},
-            # A claim or ack stuck on a lock or a silent network fails and is retried,
-            # rather than hang the loop that issued it.
-            "command_timeout": STATEMENT_TIMEOUT,
-        },
+    engine = poolers.adapt(
+        create_async_engine(
+            settings.database_url,
+            pool_size=4 if with_scheduler else 3,
+            max_overflow=1,
+            isolation_level="AUTOCOMMIT",
+            connect_args={
+                "server_settings": {"synchronous_commit": "off"},
+                # A claim or ack stuck on a lock or a silent network fails and is retried,
+                # rather than hang the loop that issued it.
+                "command_timeout": STATEMENT_TIMEOUT,
+            },
+        ),
+        optional_settings={"synchronous_commit"},  # PgBouncer refuses it at startup
     )
     # Session tasks (docs/exactly-once.md) each hold a connection in a real transaction while
     # they run: a pool of their own, no connection opened before the first such task. Commits
     # keep the server's synchronous_commit: these are the application's writes. Pre-ping: a
     # connection that died in the pool would otherwise cost the task an attempt.
-    task_engine = create_async_engine(
-        settings.database_url,
-        pool_size=settings.concurrency,
-        max_overflow=0,
-        pool_pre_ping=True,
-        connect_args={"server_settings": {"application_name": f"sqlatasks tasks {worker_id}"}},
+    task_engine = poolers.adapt(
+        create_async_engine(
+            settings.database_url,
+            pool_size=settings.concurrency,
+            max_overflow=0,
+            pool_pre_ping=True,
+            connect_args={"server_settings": {"application_name": f"sqlatasks tasks {worker_id}"}},
+        )
     )
     return connection.discard_broken_connections(engine), connection.discard_broken_connections(
         task_engine
@@ -255,10 +261,11 @@ async def serve(parts: Parts, settings: Settings, heartbeat_file: Path) -> None:
             services.start_soon(
                 partial(
                     listener.listen,
-                    settings.database_url,
+                    settings.listen_url or settings.database_url,
                     channels,
                     on_connect=dispatcher.wake,
                     name=f"sqlatasks listener {worker_id}",
+                    idle_sleep=settings.idle_sleep,
                 )
             )
         if parts.scheduler:

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from sqlatasks import enqueue, hooks
 from sqlatasks.context import TaskRun
-from sqlatasks.execution import Completed, Failed
+from sqlatasks.outcomes import Completed, Failed
 from sqlatasks.testing import run_pending
 from tests import hook_tasks
 from tests.hook_tasks import Step

@@ -60,7 +60,8 @@ async def test_table_is_tuned_for_a_queue(engine: AsyncEngine) -> None:
         comment = (
             await conn.execute(text("SELECT obj_description('sqlatasks_tasks'::regclass)"))
         ).scalar_one()
-    assert len(indexes) == 3  # the primary key, the claim index, the unique-key index
+    # the primary key, the claim index, the unique-key index, the concurrency-key index (v5)
+    assert len(indexes) == 4
     assert any("(priority DESC, scheduled_at, id) WHERE (failed_at IS NULL)" in i for i in indexes)
     assert any(
         i.startswith("CREATE UNIQUE INDEX sqlatasks_tasks_unique_key_idx")
@@ -98,10 +99,13 @@ async def test_downgrade_to_v1_and_back(db_url: str, engine: AsyncEngine) -> Non
     assert up.returncode == 0, up.stderr
     comment, columns, functions = await state()
     assert comment == f"sqlatasks schema version {SCHEMA_VERSION}"
-    assert columns[-3:] == ["unique_key", "on_duplicate", "duplicate_of"]
+    assert columns[-5:-2] == ["unique_key", "on_duplicate", "duplicate_of"]
+    assert columns[-2:] == ["concurrency_key", "concurrency_limit"]  # v5
     assert functions == [
-        "sqlatasks_finished_notify",
+        "sqlatasks_finished_notify",  # v4
+        "sqlatasks_key_admits",  # v5
         "sqlatasks_notify",
+        "sqlatasks_queue_room",  # v5
         "sqlatasks_unique_check",
         "sqlatasks_unique_skip",
     ]

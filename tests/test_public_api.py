@@ -4,6 +4,7 @@ import sqlatasks
 def test_all_is_the_public_api_sorted() -> None:
     assert sqlatasks.__all__ == [
         "ConfigurationError",
+        "GiveUp",
         "InvalidOption",
         "PayloadError",
         "QueuedTask",
@@ -26,9 +27,13 @@ def test_all_is_the_public_api_sorted() -> None:
         "get_task",
         "get_task_by_key",
         "kept_counts",
+        "pause_queue",
         "periodic",
+        "queue_settings",
         "queue_stats",
+        "resume_queue",
         "retry_failed",
+        "set_queue_limits",
         "task",
         "wait_for",
     ]

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from sqlatasks import startup
+from sqlatasks.models import SCHEMA_VERSION
 from tests.conftest import alembic
 from tests.processes import Runners
 
@@ -47,7 +48,7 @@ async def _older_schema(
     [line] = [line for line in log.splitlines() if "alembic upgrade head" in line]
     assert line in _problem_lines(log)
     assert f"schema version {version}" in line
-    assert "needs 3" in line
+    assert f"needs {SCHEMA_VERSION}" in line
 
 
 async def test_a_role_that_does_not_exist_stops_a_burst_runner(

@@ -32,6 +32,7 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON sqlatasks_tasks TO {worker};
 GRANT USAGE ON SEQUENCE sqlatasks_tasks_id_seq TO {worker};
 GRANT SELECT, INSERT, UPDATE ON sqlatasks_periodic TO {worker};
 GRANT SELECT, INSERT, DELETE ON sqlatasks_finished TO {worker};
+GRANT SELECT, UPDATE ON sqlatasks_queues TO {worker};
 """
 
 

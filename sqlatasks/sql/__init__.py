@@ -8,6 +8,7 @@
     operator   people and scripts: stats, parked tasks, retry, delete, cancel
     status     applications and people: one task's state and result, kept counts
     server     any role: name a connection, check the schema, read the database clock
+    dashboard  the web dashboard's reads: capped, through indexes (SELECT and pg_stat_activity)
 
 The grouping follows the database privileges (docs/reliability.md, tests/test_roles.py): a
 producer needs INSERT, a worker SELECT/UPDATE/DELETE on the queue table and the periodic table.

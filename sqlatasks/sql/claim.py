@@ -15,23 +15,32 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import TextClause
 
 from sqlatasks import rows
-from sqlatasks.models import TABLE_NAME
+from sqlatasks.models import QUEUES_TABLE_NAME, TABLE_NAME
 
 
-def _claim(queue_filter: str) -> TextClause:
+def _claim(queue_filter: str, limit: str = ":limit") -> TextClause:
     return text(f"""
 -- lease up to :limit due tasks under a fresh token, in claim order
 WITH due AS MATERIALIZED (
     -- MATERIALIZED: run the locking SELECT once; inlined, the planner may re-run it per
     -- joined row and lock more rows than LIMIT.
-    SELECT id FROM {TABLE_NAME}
-    WHERE failed_at IS NULL                     -- the claim index is partial on this
-      AND scheduled_at <= now()
-      AND (locked_until IS NULL OR locked_until < now())   -- free, or its lease expired
-      {queue_filter}
-    ORDER BY priority DESC, scheduled_at, id    -- the claim index order: no sort
-    LIMIT :limit
-    FOR UPDATE SKIP LOCKED                      -- concurrent claimers take disjoint rows
+    SELECT id FROM (
+        SELECT id, concurrency_key, concurrency_limit FROM {TABLE_NAME}
+        WHERE failed_at IS NULL                     -- the claim index is partial on this
+          AND scheduled_at <= now()
+          AND (locked_until IS NULL OR locked_until < now())   -- free, or its lease expired
+          {queue_filter}
+        ORDER BY priority DESC, scheduled_at, id    -- the claim index order: no sort
+        OFFSET 0    -- a fence: the key check below must not be pushed under the ORDER BY
+        FOR UPDATE SKIP LOCKED                      -- concurrent claimers take disjoint rows
+    ) AS ordered
+    -- A keyed row only while its key has room (v5 `sqlatasks_key_admits`), checked row by row
+    -- in claim order as the LIMIT pulls them (never on rows past it, whatever the plan), and
+    -- after the row lock: a full key is skipped, not waited on, so it blocks no other row.
+    -- Unkeyed rows never call the function.
+    WHERE concurrency_key IS NULL
+       OR sqlatasks_key_admits(concurrency_key, concurrency_limit, :token)
+    LIMIT {limit}
 )
 UPDATE {TABLE_NAME} AS t
 SET attempts = t.attempts + 1,
@@ -49,6 +58,22 @@ RETURNING t.id, t.task_name, t.queue, t.payload::text AS payload, t.attempts, t.
 # that OR made the prepared claim about five times slower (its generic plan cannot drop it).
 _CLAIM_ANY_QUEUE = _claim("")
 _CLAIM_QUEUES = _claim("AND queue = ANY(CAST(:queues AS text[]))")
+# Every queue but those with settings (claimed one by one, below), by a worker of all queues.
+_CLAIM_EXCEPT = _claim("AND queue <> ALL(CAST(:excluded AS text[]))")
+# One queue with settings: no more than its room (v5 `sqlatasks_queue_room`: paused, running
+# across every runner, starts per second), computed once, before the scan, under its row lock.
+_CLAIM_LIMITED = _claim(
+    "AND queue = CAST(:queue AS text)",
+    limit="least(:limit, sqlatasks_queue_room(CAST(:queue AS text), :limit))",
+)
+
+
+def _statement(queues: Sequence[str], excluded: Sequence[str], limited: str | None) -> TextClause:
+    if limited is not None:
+        return _CLAIM_LIMITED
+    if queues:
+        return _CLAIM_QUEUES
+    return _CLAIM_EXCEPT if excluded else _CLAIM_ANY_QUEUE
 
 
 async def task_claim_plan(conn: AsyncConnection, *, queues: Sequence[str]) -> str:
@@ -68,14 +93,28 @@ async def task_claim(
     lease_seconds: float,
     worker_id: str,
     token: uuid.UUID,
+    excluded: Sequence[str] = (),
+    limited: str | None = None,
 ) -> list[rows.ClaimedTask]:
     """Lease up to `limit` due tasks in one statement, oldest first within each priority,
-    under `token` (fresh for every claim)."""
-    parameters = {"limit": limit, "lease": lease_seconds, "worker": worker_id, "token": token}
-    if queues:
-        result = await conn.execute(_CLAIM_QUEUES, {**parameters, "queues": list(queues)})
-    else:
-        result = await conn.execute(_CLAIM_ANY_QUEUE, parameters)
+    under `token` (fresh for every claim).
+
+    From `queues` (empty: every queue but `excluded`), or with `limited`, from that one queue
+    within the room its settings leave. A keyed task is taken only while fewer than its limit
+    of tasks with its key hold a lease, whoever holds them."""
+    parameters: dict[str, object] = {
+        "limit": limit,
+        "lease": lease_seconds,
+        "worker": worker_id,
+        "token": token,
+    }
+    if limited is not None:
+        parameters["queue"] = limited
+    elif queues:
+        parameters["queues"] = list(queues)
+    elif excluded:
+        parameters["excluded"] = list(excluded)
+    result = await conn.execute(_statement(queues, excluded, limited), parameters)
     return [
         rows.ClaimedTask(
             id=row.id,
@@ -163,3 +202,14 @@ WHERE locked_by = :worker AND lease_token IS NOT NULL
 async def task_held_by(conn: AsyncConnection, worker_id: str) -> list[rows.ClaimedTask]:
     """The tasks leased by `worker_id`, with their lease tokens."""
     return [rows.ClaimedTask(*row) for row in await conn.execute(_HELD_BY, {"worker": worker_id})]
+
+
+_SETTINGS = text(f"""
+-- every queue's settings (a handful of rows), re-read by each worker once per idle sleep
+SELECT name, paused, max_running, per_second FROM {QUEUES_TABLE_NAME} ORDER BY name
+""")
+
+
+async def queue_settings(conn: AsyncConnection) -> list[rows.QueueSettings]:
+    """The settings of every queue that has some, by name."""
+    return [rows.QueueSettings(*row) for row in await conn.execute(_SETTINGS)]

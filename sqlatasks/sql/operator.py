@@ -12,7 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from sqlatasks import rows
-from sqlatasks.models import CANCEL_CHANNEL, FINISHED_TABLE_NAME, TABLE_NAME
+from sqlatasks.models import CANCEL_CHANNEL, FINISHED_TABLE_NAME, QUEUES_TABLE_NAME, TABLE_NAME
 
 _LIST = text(f"""
 -- one task's live payloads, in claim order (sqlatasks.testing.enqueued)
@@ -168,3 +168,37 @@ async def task_cancel(
     if running is None:
         return "missing"
     return "cancelling" if running else "deleted"
+
+
+_PAUSE = text(f"""
+-- pause or resume a queue, for every runner at its next claim
+INSERT INTO {QUEUES_TABLE_NAME} AS q (name, paused) VALUES (:name, :paused)
+ON CONFLICT (name) DO UPDATE SET paused = excluded.paused
+""")
+_LIMITS = text(f"""
+-- a queue's limits across every runner (NULL: none)
+INSERT INTO {QUEUES_TABLE_NAME} AS q (name, max_running, per_second)
+VALUES (:name, :max_running, :per_second)
+ON CONFLICT (name) DO UPDATE
+SET max_running = excluded.max_running, per_second = excluded.per_second,
+    next_start = CASE WHEN q.per_second IS NOT DISTINCT FROM excluded.per_second
+                      THEN q.next_start END      -- a new rate starts afresh
+""")
+_FORGET = text(f"""
+-- a queue with nothing left to say goes back to the plain claim
+DELETE FROM {QUEUES_TABLE_NAME}
+WHERE name = :name AND NOT paused AND max_running IS NULL AND per_second IS NULL
+""")
+
+
+async def queue_pause(conn: AsyncConnection, name: str, *, paused: bool) -> None:
+    await conn.execute(_PAUSE, {"name": name, "paused": paused})
+    await conn.execute(_FORGET, {"name": name})
+
+
+async def queue_limit(
+    conn: AsyncConnection, name: str, *, max_running: int | None, per_second: float | None
+) -> None:
+    parameters = {"name": name, "max_running": max_running, "per_second": per_second}
+    await conn.execute(_LIMITS, parameters)
+    await conn.execute(_FORGET, {"name": name})
