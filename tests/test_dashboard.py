@@ -13,10 +13,11 @@ import asyncpg
 import httpx
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
+from sqlatasks import operations
 from sqlatasks.dashboard import create_app
 from sqlatasks.sql import dashboard as sql
 from tests.dashboard_tasks import seed
@@ -153,6 +154,39 @@ async def test_actions_need_this_browsers_csrf_token(engine: AsyncEngine) -> Non
         assert '<span class="queued">queued</span>' in after
         cancelled = await c.post("/actions/cancel", data={"id": ids["running"], "csrf": token})
         assert "cancelling" in (await c.get(cancelled.headers["location"])).text
+
+
+async def test_pause_and_resume_a_queue_through_flow_control(engine: AsyncEngine) -> None:
+    await seed(engine)
+    async with engine.begin() as conn:
+        await conn.execute(
+            text("""INSERT INTO sqlatasks_queues (name, max_running, per_second)
+                    VALUES ('mail', 2, 0.5)""")
+        )
+    async with client(create_app(engine, allow_actions=True)) as c:
+        token = csrf_of((await c.get("/")).text)
+        paused = await c.post("/actions/pause", data={"queue": "mail", "csrf": token})
+        assert paused.status_code == 303
+        overview = (await c.get(paused.headers["location"])).text
+        assert "mail: paused" in overview
+        mail = re.search(r">mail</a>(.*?)</tr>", overview, re.S)
+        assert mail
+        assert '<span class="parked">paused</span>' in mail.group(1)
+        assert "≤ 2 running, ≤ 0.5/s" in mail.group(1)
+        assert 'value="resume"' in mail.group(1)
+        # a queue without tasks: paused by name, and listed from then on
+        await c.post("/actions/pause", data={"queue": "later", "csrf": token})
+        assert re.search(r">later</a>.*?paused</span>", (await c.get("/")).text, re.S)
+        async with AsyncSession(engine) as session:
+            settings = {s.queue: s.paused for s in await operations.queue_settings(session)}
+        assert settings == {"mail": True, "later": True}
+        await c.post("/actions/resume", data={"queue": "mail", "csrf": token})
+        mail = re.search(r">mail</a>(.*?)</tr>", (await c.get("/")).text, re.S)
+        assert mail
+        assert "paused" not in mail.group(1)
+        assert 'value="pause"' in mail.group(1)
+        refused = await c.post("/actions/pause", data={"queue": "", "csrf": token})
+        assert refused.status_code == 400
 
 
 async def test_retry_and_purge_all_matching_a_filter_or_a_selection(engine: AsyncEngine) -> None:

@@ -11,7 +11,6 @@ All read only (SELECT privileges and pg_stat_activity): docs/dashboard.md names 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -22,9 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import TextClause
 
 from sqlatasks.models import FINISHED_TABLE_NAME, PERIODIC_TABLE_NAME, TABLE_NAME
-
-QUEUES_TABLE_NAME = "sqlatasks_queues"
-"""Flow control's table (pause, limits), read only where it exists (feature-detected)."""
+from sqlatasks.rows import QueueSettings
+from sqlatasks.sql import claim
 
 _STATE = """CASE WHEN locked_until >= now() THEN 'running'
             WHEN scheduled_at > now() THEN 'scheduled'
@@ -114,15 +112,6 @@ FROM pg_stat_activity
 WHERE datname = current_database()
   AND (application_name LIKE 'sqlatasks claim %' OR application_name = 'sqlatasks supervisor')
 ORDER BY application_name, pid
-""")
-
-QUEUES_EXIST = text("""
--- does flow control's table exist (another branch adds it)?
-SELECT to_regclass(:table) IS NOT NULL
-""")
-QUEUE_CONTROLS = text(f"""
--- flow control's per-queue rows (pause, limits), whatever their columns, as JSON
-SELECT row_to_json(q)::text FROM {QUEUES_TABLE_NAME} AS q
 """)
 
 PAGE_STATEMENTS: dict[str, tuple[TextClause, dict[str, Any]]] = {
@@ -216,15 +205,10 @@ async def workers(conn: AsyncConnection) -> list[Row[Any]]:
     return list((await conn.execute(WORKERS)).all())
 
 
-async def queue_controls(conn: AsyncConnection) -> list[dict[str, Any]] | None:
-    """Flow control's rows (pause, limits) as dicts, or None where its table does not exist.
-
-    FLOW CONTROL: the `sqlatasks_queues` table is being built on another branch; until its
-    columns are settled, any row is shown as it is (row_to_json)."""
-    exists = (await conn.execute(QUEUES_EXIST, {"table": QUEUES_TABLE_NAME})).scalar_one()
-    if not exists:
-        return None
-    return [json.loads(r[0]) for r in await conn.execute(QUEUE_CONTROLS)]
+async def queue_settings(conn: AsyncConnection) -> dict[str, QueueSettings]:
+    """Flow control's settings (pause, limits) by queue: the rows every runner obeys, read by
+    the statement the runners read them with (a handful of rows, docs/flow-control.md)."""
+    return {s.queue: s for s in await claim.queue_settings(conn)}
 
 
 async def plan(conn: AsyncConnection, name: str, *, analyze: bool = False) -> str:

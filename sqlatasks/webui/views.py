@@ -44,8 +44,9 @@ class Views:
     async def overview(self, request: Request) -> Response:
         async with self.config.engine.connect() as conn:
             queues = await sql.overview(conn, self.config.cap)
-            controls = await sql.queue_controls(conn)
-        cap, base = self.config.cap, base_path(request)
+            settings = await sql.queue_settings(conn)
+        cap, base, csrf = self.config.cap, base_path(request), _csrf(request)
+        actions = self.config.allow_actions
 
         def count(counts: dict[str, float], key: str) -> str:
             value = int(counts.get(key, 0))
@@ -58,16 +59,21 @@ class Views:
                 h.link(base, "/parked", str(int(c.get("parked", 0))), queue=name),
                 count(c, "kept"),
                 h.esc(h.seconds(c.get("lag"))),
+                *forms.flow(settings.get(name)),
+                *([forms.flow_button(base, csrf, name, settings.get(name))] if actions else []),
             ]
-            for name, c in queues.items()
+            for name, c in sorted({**{q: {} for q in settings}, **queues}.items())
         ]
-        headers = ["queue", "due", "scheduled", "running", "parked", "kept", "lag"]
+        headers = ["queue", "due", "scheduled", "running", "parked", "kept", "lag", "flow",
+                   "limits", *([""] if actions else [])]  # fmt: skip
         body = h.table(headers, rows, empty="No tasks in any queue.")
-        body += forms.controls(controls)
+        if actions:
+            body += f"<p>{forms.pause_any(base, csrf)}</p>"
         body += (
             f'<p class="note">Counts read at most {cap:,} rows each: live tasks in claim order '
             f"(a count shown as ≥ N is at least N), parked ones among the newest {cap:,} "
-            "tasks (the parked page lists them all), kept ones of the longest kept.</p>"
+            "tasks (the parked page lists them all), kept ones of the longest kept. Flow and "
+            "limits: what every runner obeys (docs/flow-control.md).</p>"
         )
         return self._page(request, "Overview", body, refresh=5)
 
