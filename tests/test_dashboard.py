@@ -214,6 +214,40 @@ async def test_retry_and_purge_all_matching_a_filter_or_a_selection(engine: Asyn
             assert dict((await conn.execute(text(parked))).all()) == {"c": 1}
 
 
+async def test_parked_pages_follow_the_newest_failure_through_ties(engine: AsyncEngine) -> None:
+    async with engine.begin() as conn:  # seven parked in one statement: one failed_at, a tie
+        await conn.execute(
+            text("""
+            INSERT INTO sqlatasks_tasks (task_name, payload, queue, failed_at, last_error)
+            SELECT 'app:t', '{}', 'q', now() - interval '1 hour', 'E: x'
+            FROM generate_series(1, 7)""")
+        )
+        await conn.execute(  # a later id that failed earlier, and a live task
+            text("""
+            INSERT INTO sqlatasks_tasks (task_name, payload, queue, failed_at, last_error)
+            VALUES ('app:t', '{}', 'q', now() - interval '1 day', 'E: old'),
+                   ('app:t', '{}', 'q', NULL, NULL)""")
+        )
+        expected = list(
+            (
+                await conn.execute(
+                    text("""SELECT id FROM sqlatasks_tasks WHERE failed_at IS NOT NULL
+                            ORDER BY failed_at DESC, id DESC""")
+                )
+            ).scalars()
+        )
+    seen: list[int] = []
+    async with client(create_app(engine, page_size=3)) as c:
+        url: str | None = "/parked"
+        while url is not None:
+            page = (await c.get(url)).text
+            seen += [int(i) for i in re.findall(r'name="ids" value="(\d+)"', page)]
+            following = re.search(r'href="(/parked\?[^"]*after=[^"]+)">next page', page)
+            url = following.group(1).replace("&amp;", "&") if following else None
+    assert seen == expected
+    assert len(seen) == 8
+
+
 async def test_mounted_under_a_prefix(engine: AsyncEngine) -> None:
     ids = await seed(engine)
     host = Starlette(routes=[Mount("/ops/queue", create_app(engine, allow_actions=True))])
@@ -274,3 +308,5 @@ async def test_no_page_statement_scans_the_queue_table(engine: AsyncEngine) -> N
         name: plan for name, plan in plans.items() if re.search(r"Seq Scan on sqlatasks_", plan)
     }
     assert not scanning, scanning
+    for name in ("overview_parked", "parked_page"):  # the parked index (schema v6)
+        assert re.search(r"Index Scan using sqlatasks_tasks_parked_idx", plans[name]), plans[name]

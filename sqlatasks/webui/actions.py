@@ -128,7 +128,7 @@ async def _matching(
     if queue is None and name is None:
         return "all"
     conn = await session.connection()
-    found = await sql.parked_page(conn, 2**63 - 1, queue=queue, task_name=name, page=cap)
+    found = await sql.parked_page(conn, sql.NEWEST, queue=queue, task_name=name, page=cap)
     return [r.id for r in found]
 
 
