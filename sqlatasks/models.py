@@ -37,8 +37,9 @@ CLAIM_INDEX_NAME = "sqlatasks_tasks_claim_idx"
 UNIQUE_KEY_INDEX_NAME = "sqlatasks_tasks_unique_key_idx"
 FINISHED_TABLE_NAME = "sqlatasks_finished"
 CONCURRENCY_KEY_INDEX_NAME = "sqlatasks_tasks_concurrency_key_idx"
+PARKED_INDEX_NAME = "sqlatasks_tasks_parked_idx"
 QUEUES_TABLE_NAME = "sqlatasks_queues"
-SCHEMA_VERSION = 5  # the migration version this mapping matches
+SCHEMA_VERSION = 6  # the migration version this mapping matches
 SCHEMA_COMMENT_PREFIX = "sqlatasks schema version "
 
 
@@ -214,4 +215,10 @@ Index(
     CONCURRENCY_KEY_INDEX_NAME,
     QueuedTask.concurrency_key,
     postgresql_where=QueuedTask.concurrency_key.isnot(None) & QueuedTask.failed_at.is_(None),
+)
+Index(
+    PARKED_INDEX_NAME,
+    QueuedTask.failed_at.desc(),
+    QueuedTask.id.desc(),
+    postgresql_where=QueuedTask.failed_at.isnot(None),
 )

@@ -23,6 +23,12 @@ async def flaky(data: Report) -> None:
     ledger.write("ran", data.number)
 
 
+@task(keep=3600, queue="reports")
+async def tally(data: Report) -> None:
+    """Succeeds at once (the browser test's paused-then-resumed queue)."""
+    ledger.write("tallied", data.number)
+
+
 FLAKY = "tests.dashboard_tasks:flaky"
 
 _SEED = [

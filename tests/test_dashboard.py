@@ -13,10 +13,11 @@ import asyncpg
 import httpx
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
+from sqlatasks import operations
 from sqlatasks.dashboard import create_app
 from sqlatasks.sql import dashboard as sql
 from tests.dashboard_tasks import seed
@@ -155,6 +156,39 @@ async def test_actions_need_this_browsers_csrf_token(engine: AsyncEngine) -> Non
         assert "cancelling" in (await c.get(cancelled.headers["location"])).text
 
 
+async def test_pause_and_resume_a_queue_through_flow_control(engine: AsyncEngine) -> None:
+    await seed(engine)
+    async with engine.begin() as conn:
+        await conn.execute(
+            text("""INSERT INTO sqlatasks_queues (name, max_running, per_second)
+                    VALUES ('mail', 2, 0.5)""")
+        )
+    async with client(create_app(engine, allow_actions=True)) as c:
+        token = csrf_of((await c.get("/")).text)
+        paused = await c.post("/actions/pause", data={"queue": "mail", "csrf": token})
+        assert paused.status_code == 303
+        overview = (await c.get(paused.headers["location"])).text
+        assert "mail: paused" in overview
+        mail = re.search(r">mail</a>(.*?)</tr>", overview, re.S)
+        assert mail
+        assert '<span class="parked">paused</span>' in mail.group(1)
+        assert "≤ 2 running, ≤ 0.5/s" in mail.group(1)
+        assert 'value="resume"' in mail.group(1)
+        # a queue without tasks: paused by name, and listed from then on
+        await c.post("/actions/pause", data={"queue": "later", "csrf": token})
+        assert re.search(r">later</a>.*?paused</span>", (await c.get("/")).text, re.S)
+        async with AsyncSession(engine) as session:
+            settings = {s.queue: s.paused for s in await operations.queue_settings(session)}
+        assert settings == {"mail": True, "later": True}
+        await c.post("/actions/resume", data={"queue": "mail", "csrf": token})
+        mail = re.search(r">mail</a>(.*?)</tr>", (await c.get("/")).text, re.S)
+        assert mail
+        assert "paused" not in mail.group(1)
+        assert 'value="pause"' in mail.group(1)
+        refused = await c.post("/actions/pause", data={"queue": "", "csrf": token})
+        assert refused.status_code == 400
+
+
 async def test_retry_and_purge_all_matching_a_filter_or_a_selection(engine: AsyncEngine) -> None:
     async with engine.begin() as conn:
         await conn.execute(
@@ -178,6 +212,40 @@ async def test_retry_and_purge_all_matching_a_filter_or_a_selection(engine: Asyn
         assert answer.status_code == 303
         async with engine.connect() as conn:
             assert dict((await conn.execute(text(parked))).all()) == {"c": 1}
+
+
+async def test_parked_pages_follow_the_newest_failure_through_ties(engine: AsyncEngine) -> None:
+    async with engine.begin() as conn:  # seven parked in one statement: one failed_at, a tie
+        await conn.execute(
+            text("""
+            INSERT INTO sqlatasks_tasks (task_name, payload, queue, failed_at, last_error)
+            SELECT 'app:t', '{}', 'q', now() - interval '1 hour', 'E: x'
+            FROM generate_series(1, 7)""")
+        )
+        await conn.execute(  # a later id that failed earlier, and a live task
+            text("""
+            INSERT INTO sqlatasks_tasks (task_name, payload, queue, failed_at, last_error)
+            VALUES ('app:t', '{}', 'q', now() - interval '1 day', 'E: old'),
+                   ('app:t', '{}', 'q', NULL, NULL)""")
+        )
+        expected = list(
+            (
+                await conn.execute(
+                    text("""SELECT id FROM sqlatasks_tasks WHERE failed_at IS NOT NULL
+                            ORDER BY failed_at DESC, id DESC""")
+                )
+            ).scalars()
+        )
+    seen: list[int] = []
+    async with client(create_app(engine, page_size=3)) as c:
+        url: str | None = "/parked"
+        while url is not None:
+            page = (await c.get(url)).text
+            seen += [int(i) for i in re.findall(r'name="ids" value="(\d+)"', page)]
+            following = re.search(r'href="(/parked\?[^"]*after=[^"]+)">next page', page)
+            url = following.group(1).replace("&amp;", "&") if following else None
+    assert seen == expected
+    assert len(seen) == 8
 
 
 async def test_mounted_under_a_prefix(engine: AsyncEngine) -> None:
@@ -240,3 +308,5 @@ async def test_no_page_statement_scans_the_queue_table(engine: AsyncEngine) -> N
         name: plan for name, plan in plans.items() if re.search(r"Seq Scan on sqlatasks_", plan)
     }
     assert not scanning, scanning
+    for name in ("overview_parked", "parked_page"):  # the parked index (schema v6)
+        assert re.search(r"Index Scan using sqlatasks_tasks_parked_idx", plans[name]), plans[name]

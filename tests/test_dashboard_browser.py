@@ -1,7 +1,8 @@
 """The dashboard in real headless Chromium (Debian's /usr/bin/chromium, driven by Playwright's
 Python client), served by `python -m sqlatasks dashboard` on a database with a task in every
 state and a real runner: filter, open a parked task and read its error, retry it and see it
-run, and see actions refused (403) by a read-only dashboard. It writes the screenshots of
+run, pause its queue and see a new task wait, resume and see it run, and see actions refused
+(403) by a read-only dashboard. It writes the screenshots of
 docs/dashboard.md (docs/images/dashboard-*.png)."""
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
 import httpx
 import pytest
 from playwright.async_api import Page, async_playwright
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from sqlatasks import enqueue
@@ -30,6 +33,8 @@ from tests.processes import Runners
 pytestmark = [pytest.mark.slow, pytest.mark.anyio]
 CHROMIUM = os.environ.get("SQLATASKS_TEST_CHROMIUM") or shutil.which("chromium") or ""
 IMAGES = ROOT / "docs" / "images"
+IDLE_SLEEP = 0.5
+"""The runner's: a worker learns of a pause within one (docs/flow-control.md)."""
 
 
 def _free_port() -> int:
@@ -93,7 +98,10 @@ async def test_operator_finds_a_parked_task_retries_it_and_sees_it_run(
     assert CHROMIUM, "chromium is not installed (.ci/run installs it: apt-get install chromium)"
     ids = await seed(engine)
     flaky = await _enqueue_flaky(engine)
-    runner = start_runner("--workers", "1", "--queue", "reports", imports=["tests.dashboard_tasks"])
+    runner = start_runner(
+        "--workers", "1", "--queue", "reports", "--idle-sleep", str(IDLE_SLEEP),
+        imports=["tests.dashboard_tasks"],
+    )  # fmt: skip
     await runner.started(1)
     base = await _up(serve("--allow-actions"))  # type: ignore[operator]
     read_only = await _up(serve())  # type: ignore[operator]
@@ -140,6 +148,7 @@ async def test_operator_finds_a_parked_task_retries_it_and_sees_it_run(
         await ledger.wait_for_entries(tmp_path, "ran", 1)
         state = page.locator("main table span.completed")
         await eventually(lambda: _reload_count(page, state), what="the task shown completed")
+        await _pause_enqueue_and_resume(page, base, engine, tmp_path)
         # a read-only dashboard: no buttons, and a forged POST is refused
         await page.goto(f"{read_only}/task/{ids['parked']}")
         assert await page.locator("button[value=retry]").count() == 0
@@ -151,6 +160,37 @@ async def test_operator_finds_a_parked_task_retries_it_and_sees_it_run(
         )
         assert refused == 403
         await browser.close()
+
+
+async def _pause_enqueue_and_resume(
+    page: Page, base: str, engine: AsyncEngine, tmp_path: Path
+) -> None:
+    """Pause "reports" from the overview: a task enqueued then does not start (its row stays
+    unleased, nothing in the ledger) for a few seconds; resume it there, and the task runs."""
+    await page.goto(base + "/")
+    await page.locator("tr", has_text="reports").locator("button[value=pause]").click()
+    await page.wait_for_selector("#flash")
+    assert "reports: paused" in await page.locator("#flash").inner_text()
+    assert "paused" in await page.locator("tr", has_text="reports").inner_text()
+    await _shot(page, "paused")
+    await anyio.sleep(3 * IDLE_SLEEP)  # the documented bound: every worker has re-read it
+    async with AsyncSession(engine) as session, session.begin():
+        queued = enqueue(t.tally, t.Report(number=2))
+        session.add(queued)
+        await session.flush()
+        task_id = int(queued.id)
+    await anyio.sleep(3.0)  # many idle sleeps: an unpaused queue would have started it
+    assert ledger.entries(tmp_path, "tallied") == []
+    async with engine.connect() as conn:
+        leased = await conn.scalar(
+            text("SELECT locked_by FROM sqlatasks_tasks WHERE id = :id"), {"id": task_id}
+        )
+    assert leased is None
+    await page.goto(base + "/")
+    await page.locator("tr", has_text="reports").locator("button[value=resume]").click()
+    await page.wait_for_selector("#flash")
+    assert "reports: resumed" in await page.locator("#flash").inner_text()
+    await ledger.wait_for_entries(tmp_path, "tallied", 1)
 
 
 async def _reload_count(page: Page, locator: object) -> int:

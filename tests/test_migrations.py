@@ -60,8 +60,14 @@ async def test_table_is_tuned_for_a_queue(engine: AsyncEngine) -> None:
         comment = (
             await conn.execute(text("SELECT obj_description('sqlatasks_tasks'::regclass)"))
         ).scalar_one()
-    # the primary key, the claim index, the unique-key index, the concurrency-key index (v5)
-    assert len(indexes) == 4
+    # the primary key, the claim index, the unique-key index, the concurrency-key index (v5),
+    # the parked index (v6)
+    assert len(indexes) == 5
+    assert any(
+        i.startswith("CREATE INDEX sqlatasks_tasks_parked_idx")
+        and "(failed_at DESC, id DESC) WHERE (failed_at IS NOT NULL)" in i
+        for i in indexes
+    )
     assert any("(priority DESC, scheduled_at, id) WHERE (failed_at IS NULL)" in i for i in indexes)
     assert any(
         i.startswith("CREATE UNIQUE INDEX sqlatasks_tasks_unique_key_idx")

@@ -1,14 +1,14 @@
 """The queue table's DDL, frozen per schema version and callable from any alembic revision.
 
-An application with its own alembic history adds one revision that calls `upgrade(version=5)`
-(and `downgrade(version=0)` on the way down), and one per later version (`upgrade(version=6)`,
-`downgrade(version=5)`); each version is a numbered module, applied in order. The applied
+An application with its own alembic history adds one revision that calls `upgrade(version=6)`
+(and `downgrade(version=0)` on the way down), and one per later version (`upgrade(version=7)`,
+`downgrade(version=6)`); each version is a numbered module, applied in order. The applied
 version is recorded in the table's comment, so `upgrade()` skips what is already there.
 
     from sqlatasks import migrations
 
     def upgrade() -> None:
-        migrations.upgrade(version=5)
+        migrations.upgrade(version=6)
 
     def downgrade() -> None:
         migrations.downgrade(version=0)

@@ -1,17 +1,14 @@
 """The dashboard's reads (sqlatasks.dashboard): bounded work per page at any table size.
 
 Every statement here reads through an index and stops after a cap: the claim index's head for
-live tasks (as `sql/metrics.py` does), the primary key backwards for parked tasks (the overview
-counts those among the newest tasks; the parked page walks back until it has a page, which is
-bounded by where parked rows are: docs/dashboard.md), the finished table's `keep_until` index
-for kept ones. No page counts the whole table;
+live tasks (as `sql/metrics.py` does), the parked index (schema v6, newest failure first) for
+parked tasks, the finished table's `keep_until` index for kept ones. No page counts the whole table;
 tests/test_dashboard.py checks each plan with EXPLAIN on a table of its own.
 All read only (SELECT privileges and pg_stat_activity): docs/dashboard.md names the grants.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -22,9 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import TextClause
 
 from sqlatasks.models import FINISHED_TABLE_NAME, PERIODIC_TABLE_NAME, TABLE_NAME
-
-QUEUES_TABLE_NAME = "sqlatasks_queues"
-"""Flow control's table (pause, limits), read only where it exists (feature-detected)."""
+from sqlatasks.rows import QueueSettings
+from sqlatasks.sql import claim
 
 _STATE = """CASE WHEN locked_until >= now() THEN 'running'
             WHEN scheduled_at > now() THEN 'scheduled'
@@ -44,12 +40,13 @@ GROUP BY 1, 2
 """)
 
 OVERVIEW_PARKED = text(f"""
--- parked tasks per queue among the newest :cap tasks (primary key backwards, stops at :cap)
+-- parked tasks per queue among the newest :cap parked ones (the parked index, stops at :cap)
 SELECT queue, count(*) AS parked FROM (
-    -- not "WHERE failed_at IS NOT NULL ... LIMIT": no index finds parked rows (yet), so the
-    -- planner would scan the whole table for them; this reads :cap index entries at most
-    SELECT queue, failed_at FROM {TABLE_NAME} ORDER BY id DESC LIMIT :cap
-) AS newest WHERE failed_at IS NOT NULL GROUP BY 1
+    SELECT queue FROM {TABLE_NAME}
+    WHERE failed_at IS NOT NULL                 -- the parked index is partial on this
+    ORDER BY failed_at DESC, id DESC            -- its order: an index scan that stops at :cap
+    LIMIT :cap
+) AS newest GROUP BY 1
 """)
 
 OVERVIEW_KEPT = text(f"""
@@ -90,13 +87,17 @@ UNION ALL
  ORDER BY priority, scheduled_at DESC, id DESC LIMIT 1)
 """)
 
+# Keyset on the parked index (failed_at DESC, id DESC): the first page starts from the sentinel
+# cursor (the latest timestamp, the largest id). The filters are not in the index: a filter
+# that matches few parked tasks reads on through the parked rows (only those) for a page.
 PARKED_PAGE = text(f"""
--- parked tasks before a keyset cursor, newest first (primary key backwards)
+-- parked tasks after a keyset cursor, newest failure first (the parked index, schema v6)
 SELECT id, task_name, queue, attempts, failed_at, last_error FROM {TABLE_NAME}
-WHERE failed_at IS NOT NULL AND id < :before
+WHERE failed_at IS NOT NULL
+  AND (failed_at, id) < (CAST(:failed_at AS timestamptz), CAST(:id AS bigint))
   AND (CAST(:queue AS text) IS NULL OR queue = :queue)
   AND (CAST(:task_name AS text) IS NULL OR task_name = :task_name)
-ORDER BY id DESC
+ORDER BY failed_at DESC, id DESC
 LIMIT :page
 """)
 
@@ -114,15 +115,6 @@ FROM pg_stat_activity
 WHERE datname = current_database()
   AND (application_name LIKE 'sqlatasks claim %' OR application_name = 'sqlatasks supervisor')
 ORDER BY application_name, pid
-""")
-
-QUEUES_EXIST = text("""
--- does flow control's table exist (another branch adds it)?
-SELECT to_regclass(:table) IS NOT NULL
-""")
-QUEUE_CONTROLS = text(f"""
--- flow control's per-queue rows (pause, limits), whatever their columns, as JSON
-SELECT row_to_json(q)::text FROM {QUEUES_TABLE_NAME} AS q
 """)
 
 PAGE_STATEMENTS: dict[str, tuple[TextClause, dict[str, Any]]] = {
@@ -144,7 +136,13 @@ PAGE_STATEMENTS: dict[str, tuple[TextClause, dict[str, Any]]] = {
     ),
     "parked_page": (
         PARKED_PAGE,
-        {"before": 2**63 - 1, "queue": None, "task_name": None, "page": 50},
+        {
+            "failed_at": datetime.max.replace(tzinfo=UTC),
+            "id": 2**63 - 1,
+            "queue": None,
+            "task_name": None,
+            "page": 50,
+        },
     ),
 }
 """The page statements with typical parameters, for EXPLAIN (tests/test_dashboard.py)."""
@@ -163,9 +161,21 @@ FIRST = Cursor(32767, datetime(1, 1, 1, tzinfo=UTC), 0)
 """Before every task: the highest priority, the earliest time (the first page starts here)."""
 
 
+@dataclass(frozen=True, slots=True)
+class ParkedCursor:
+    """A position in the parked order (newest failure first): the next page starts after."""
+
+    failed_at: datetime
+    id: int
+
+
+NEWEST = ParkedCursor(datetime.max.replace(tzinfo=UTC), 2**63 - 1)
+"""Before every parked task: the first parked page starts here."""
+
+
 async def overview(conn: AsyncConnection, cap: int) -> dict[str, dict[str, float]]:
     """Per queue: queued, scheduled, running (read from the claim index's first `cap` rows),
-    lag, parked (among the newest `cap` tasks) and kept (of `cap` kept): floors past cap."""
+    lag, parked (of the `cap` newest parked) and kept (of `cap` kept): floors past cap."""
     queues: dict[str, dict[str, float]] = {}
     for row in await conn.execute(OVERVIEW_LIVE, {"cap": cap}):
         counts = queues.setdefault(row.queue, {})
@@ -199,10 +209,16 @@ async def live_page(
 
 
 async def parked_page(
-    conn: AsyncConnection, before: int, *, queue: str | None, task_name: str | None, page: int
+    conn: AsyncConnection,
+    after: ParkedCursor,
+    *,
+    queue: str | None,
+    task_name: str | None,
+    page: int,
 ) -> list[Row[Any]]:
-    """Up to `page` parked tasks with ids below `before`, newest first."""
-    parameters = {"before": before, "queue": queue, "task_name": task_name, "page": page}
+    """Up to `page` parked tasks after `after`, newest failure first (as `failed_tasks`)."""
+    parameters = {"failed_at": after.failed_at, "id": after.id, "queue": queue,
+                  "task_name": task_name, "page": page}  # fmt: skip
     return list((await conn.execute(PARKED_PAGE, parameters)).all())
 
 
@@ -216,15 +232,10 @@ async def workers(conn: AsyncConnection) -> list[Row[Any]]:
     return list((await conn.execute(WORKERS)).all())
 
 
-async def queue_controls(conn: AsyncConnection) -> list[dict[str, Any]] | None:
-    """Flow control's rows (pause, limits) as dicts, or None where its table does not exist.
-
-    FLOW CONTROL: the `sqlatasks_queues` table is being built on another branch; until its
-    columns are settled, any row is shown as it is (row_to_json)."""
-    exists = (await conn.execute(QUEUES_EXIST, {"table": QUEUES_TABLE_NAME})).scalar_one()
-    if not exists:
-        return None
-    return [json.loads(r[0]) for r in await conn.execute(QUEUE_CONTROLS)]
+async def queue_settings(conn: AsyncConnection) -> dict[str, QueueSettings]:
+    """Flow control's settings (pause, limits) by queue: the rows every runner obeys, read by
+    the statement the runners read them with (a handful of rows, docs/flow-control.md)."""
+    return {s.queue: s for s in await claim.queue_settings(conn)}
 
 
 async def plan(conn: AsyncConnection, name: str, *, analyze: bool = False) -> str:

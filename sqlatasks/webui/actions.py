@@ -1,5 +1,5 @@
-"""The dashboard's actions (POST): retry, purge, cancel; pause and resume once flow control
-exists. Refused (403) unless actions are enabled, and without this browser's CSRF token.
+"""The dashboard's actions (POST): retry, purge, cancel, pause and resume a queue. Refused
+(403) unless actions are enabled, and without this browser's CSRF token.
 
 Each action is one transaction through `sqlatasks.operations`, the functions the CLI calls.
 CSRF: double-submit — the token is a cookie (SameSite=Strict, HttpOnly) that a page set, and
@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 
-from sqlatasks import operations
+from sqlatasks import errors, operations
 from sqlatasks.sql import dashboard as sql
 from sqlatasks.webui.views import CSRF_COOKIE, Config, base_path
 
@@ -58,14 +58,25 @@ class Actions:
         return _back(request, f"/task/{task_id}", f"task {task_id}: {outcome}")
 
     async def pause(self, request: Request) -> Response:
-        """FLOW CONTROL: pause a queue — waits for the flow-control branch's operation."""
-        _, refused = await self._form(request)
-        return refused or PlainTextResponse("pause needs flow control", status_code=501)
+        """Pause a queue in every runner (`operations.pause_queue`): running tasks finish."""
+        return await self._flow(request, "pause")
 
     async def resume(self, request: Request) -> Response:
-        """FLOW CONTROL: resume a queue — waits for the flow-control branch's operation."""
-        _, refused = await self._form(request)
-        return refused or PlainTextResponse("resume needs flow control", status_code=501)
+        """Resume a paused queue (`operations.resume_queue`)."""
+        return await self._flow(request, "resume")
+
+    async def _flow(self, request: Request, do: Literal["pause", "resume"]) -> Response:
+        form, refused = await self._form(request)
+        if refused is not None:
+            return refused
+        queue = form.get("queue", [""])[0].strip()
+        act = operations.pause_queue if do == "pause" else operations.resume_queue
+        try:
+            async with AsyncSession(self.config.engine) as session, session.begin():
+                await act(session, queue)
+        except errors.InvalidOption as exc:
+            return PlainTextResponse(exc.problem, status_code=400)
+        return _back(request, "/", f"{queue}: {do}d")
 
     async def _parked(
         self,
@@ -117,7 +128,7 @@ async def _matching(
     if queue is None and name is None:
         return "all"
     conn = await session.connection()
-    found = await sql.parked_page(conn, 2**63 - 1, queue=queue, task_name=name, page=cap)
+    found = await sql.parked_page(conn, sql.NEWEST, queue=queue, task_name=name, page=cap)
     return [r.id for r in found]
 
 

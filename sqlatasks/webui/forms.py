@@ -1,10 +1,11 @@
-"""The dashboard's forms: filters, flow control's table, the action buttons."""
+"""The dashboard's forms: filters, flow control's cells, the action buttons."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from sqlatasks import status
+from sqlatasks.rows import QueueSettings
 from sqlatasks.webui import html as h
 
 STATES = ("queued", "scheduled", "running")
@@ -28,13 +29,33 @@ def filters(base: str, path: str, q: Any, *, states: bool) -> str:
     )
 
 
-def controls(controls: list[dict[str, Any]] | None) -> str:
-    """FLOW CONTROL: pause state and limits per queue, once `sqlatasks_queues` exists."""
-    if controls is None:
-        return ""
-    headers = sorted({k for row in controls for k in row})
-    rows = [[h.esc(row.get(k)) for k in headers] for row in controls]
-    return "<h2>Flow control</h2>" + h.table(headers, rows, empty="No queue is limited.")
+def flow(setting: QueueSettings | None) -> list[str]:
+    """A queue's flow-control cells: paused or not, and its limits across every runner."""
+    if setting is None:
+        return ["", ""]
+    state = '<span class="parked">paused</span>' if setting.paused else ""
+    limits = [
+        f"≤ {setting.max_running} running" if setting.max_running is not None else "",
+        f"≤ {setting.per_second:g}/s" if setting.per_second is not None else "",
+    ]
+    return [state, h.esc(", ".join(x for x in limits if x))]
+
+
+def flow_button(base: str, csrf: str, queue: str, setting: QueueSettings | None) -> str:
+    """Pause a running queue, resume a paused one (`sqlatasks.operations`)."""
+    if setting is not None and setting.paused:
+        return h.form(base, "resume", csrf, {"queue": queue}, "resume")
+    return h.form(base, "pause", csrf, {"queue": queue}, "pause")
+
+
+def pause_any(base: str, csrf: str) -> str:
+    """Pause a queue by name: one without tasks yet is not in the overview's table."""
+    return (
+        f'<form class="inline" id="pause-queue" method="post" action="{h.esc(base)}/actions/pause">'
+        f'<input type="hidden" name="csrf" value="{h.esc(csrf)}">'
+        '<label>queue <input name="queue" required></label> '
+        '<button type="submit" name="do" value="pause">pause</button></form>'
+    )
 
 
 def parked_actions(base: str, csrf: str, queue: str | None, name: str | None) -> str:

@@ -44,30 +44,35 @@ class Views:
     async def overview(self, request: Request) -> Response:
         async with self.config.engine.connect() as conn:
             queues = await sql.overview(conn, self.config.cap)
-            controls = await sql.queue_controls(conn)
-        cap, base = self.config.cap, base_path(request)
+            settings = await sql.queue_settings(conn)
+        cap, base, csrf = self.config.cap, base_path(request), _csrf(request)
+        actions = self.config.allow_actions
 
         def count(counts: dict[str, float], key: str) -> str:
-            value = int(counts.get(key, 0))
-            return h.number(f"≥ {value}" if value >= cap else value)
+            return h.number(_at_least(counts, key, cap))
 
         rows = [
             [
                 h.link(base, "/tasks", name, queue=name),
                 *(count(c, key) for key in ("queued", "scheduled", "running")),
-                h.link(base, "/parked", str(int(c.get("parked", 0))), queue=name),
+                h.link(base, "/parked", _at_least(c, "parked", cap), queue=name),
                 count(c, "kept"),
                 h.esc(h.seconds(c.get("lag"))),
+                *forms.flow(settings.get(name)),
+                *([forms.flow_button(base, csrf, name, settings.get(name))] if actions else []),
             ]
-            for name, c in queues.items()
+            for name, c in sorted({**{q: {} for q in settings}, **queues}.items())
         ]
-        headers = ["queue", "due", "scheduled", "running", "parked", "kept", "lag"]
+        headers = ["queue", "due", "scheduled", "running", "parked", "kept", "lag", "flow",
+                   "limits", *([""] if actions else [])]  # fmt: skip
         body = h.table(headers, rows, empty="No tasks in any queue.")
-        body += forms.controls(controls)
+        if actions:
+            body += f"<p>{forms.pause_any(base, csrf)}</p>"
         body += (
             f'<p class="note">Counts read at most {cap:,} rows each: live tasks in claim order '
-            f"(a count shown as ≥ N is at least N), parked ones among the newest {cap:,} "
-            "tasks (the parked page lists them all), kept ones of the longest kept.</p>"
+            "(a count shown as ≥ N is at least N), parked ones of the newest parked (the "
+            "parked page lists them all), kept ones of the longest kept. Flow and "
+            "limits: what every runner obeys (docs/flow-control.md).</p>"
         )
         return self._page(request, "Overview", body, refresh=5)
 
@@ -110,11 +115,11 @@ class Views:
 
     async def parked(self, request: Request) -> Response:
         q, base, csrf = request.query_params, base_path(request), _csrf(request)
-        before = int(q["before"]) if q.get("before", "").isdigit() else 2**63 - 1
+        after = _parked_cursor(q.get("after"))
         queue, name = q.get("queue") or None, q.get("task") or None
         async with self.config.engine.connect() as conn:
             found = await sql.parked_page(
-                conn, before, queue=queue, task_name=name, page=self.config.page_size
+                conn, after, queue=queue, task_name=name, page=self.config.page_size
             )
         rows = [
             [
@@ -134,7 +139,8 @@ class Views:
         if self.config.allow_actions and found:
             body += forms.parked_actions(base, csrf, queue, name)
         if len(found) == self.config.page_size:
-            body += h.link(base, "/parked", "next page →", **{**_kept(q), "before": found[-1].id})
+            cursor = f"{found[-1].failed_at.isoformat()},{found[-1].id}"
+            body += h.link(base, "/parked", "next page →", **{**_kept(q), "after": cursor})
         return self._page(request, "Parked tasks", body, refresh=None)
 
     async def task(self, request: Request) -> Response:
@@ -232,6 +238,20 @@ def _cursor(text: str | None) -> sql.Cursor:
         return sql.Cursor(int(priority), datetime.fromisoformat(scheduled_at), int(task_id))
     except ValueError:
         return sql.FIRST
+
+
+def _at_least(counts: dict[str, float], key: str, cap: int) -> str:
+    """A count read through a cap: "≥ cap" once it reaches it."""
+    value = int(counts.get(key, 0))
+    return f"≥ {value}" if value >= cap else str(value)
+
+
+def _parked_cursor(text: str | None) -> sql.ParkedCursor:
+    try:
+        failed_at, task_id = (text or "").rsplit(",", 1)
+        return sql.ParkedCursor(datetime.fromisoformat(failed_at), int(task_id))
+    except ValueError:
+        return sql.NEWEST
 
 
 def _elapsed(row: Any) -> str:
