@@ -98,13 +98,16 @@ class Soak:
         return runner
 
     async def load(self, seconds: float) -> None:
-        """About `rate` tasks a second: ok, slow, failing once, always failing, timing out."""
+        """About `rate` tasks a second: ok, slow, failing once, always failing, timing out,
+        raising its own cancellation."""
         kinds: list[tuple[Task[Any], float, bool, Callable[[], float]]] = [
             (tasks.work, 0.80, False, lambda: self.rng.uniform(0, 0.05)),
             (tasks.work, 0.06, False, lambda: self.rng.uniform(1, 2)),  # slow
             (tasks.fails_once, 0.09, False, lambda: 0.0),
             (tasks.always_fails, 0.03, True, lambda: 0.0),  # parks at its 3rd attempt
             (tasks.times_out, 0.02, True, lambda: 0.0),  # parks at its 2nd timeout
+            # a poison that stopped every worker that ran it (issue 11): parks at its 3rd
+            (tasks.raises_a_cancellation, 0.01, True, lambda: 0.0),
         ]
         tick = 0.1
         deadline = time.monotonic() + seconds

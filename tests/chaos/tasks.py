@@ -4,6 +4,7 @@ end."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 
@@ -65,6 +66,15 @@ async def always_fails(data: Work) -> None:
     record("start", data)
     record("end", data, "raised")
     raise ValueError(f"task {data.key} is broken")
+
+
+@task(retry_delay=0.2, max_attempts=3)
+async def raises_a_cancellation(data: Work) -> None:
+    """Raises a cancellation that no scope of ours issued: it fails this attempt only, never
+    the worker, and parks at its 3rd attempt."""
+    record("start", data)
+    record("end", data, "raised")
+    raise asyncio.CancelledError(f"task {data.key} cancels itself")
 
 
 @task(timeout=0.5, retry_delay=0.2, max_attempts=2)
