@@ -64,7 +64,9 @@ def entries(where: Path, *events: str) -> list[Entry]:
     """Every entry in the folder (or only those of `events`), oldest first."""
     found = []
     for path in where.glob(f"*{SUFFIX}"):
-        for line in path.read_text().splitlines():
+        text = path.read_text()
+        # A line still being appended (read mid-write) ends without its newline: not yet.
+        for line in text[: text.rfind("\n") + 1].splitlines():
             raw = json.loads(line)
             event, key, pid, at = raw.pop("event"), raw.pop("key"), raw.pop("pid"), raw.pop("at")
             if not events or event in events:

@@ -115,7 +115,10 @@ def _cut(span: tuple[float, float], start: float, end: float) -> list[tuple[floa
 def read_executions(folder: Path) -> list[Execution]:
     """Every execution, known by (row id, lease token): one claim's token covers its batch."""
     runs: dict[tuple[int, str], Execution] = {}
-    for entry in ledger.entries(folder, "start"):
+    # One read of the folder for both kinds: read twice while runners write, an execution
+    # that started after the first read could show its end without its start.
+    written = ledger.entries(folder, "start", "end")
+    for entry in (e for e in written if e.event == "start"):
         raw: dict[str, Any] = entry.fields
         assert entry.key is not None
         runs[raw["id"], raw["token"]] = Execution(
@@ -128,7 +131,7 @@ def read_executions(folder: Path) -> list[Execution]:
             entry.pid,
             entry.at,
         )
-    for entry in ledger.entries(folder, "end"):
+    for entry in (e for e in written if e.event == "end"):
         run = runs[entry.fields["id"], entry.fields["token"]]
         run.end, run.outcome = entry.at, entry.fields["outcome"]
     return sorted(runs.values(), key=lambda r: r.start)
