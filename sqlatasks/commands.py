@@ -86,6 +86,10 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     delegated = _runner_arguments(argv)
     if delegated is not None:
+        # As `python -m` does: a console script's sys.path starts at its own bin directory, so
+        # `--import myapp.tasks` from the project's directory would not be found.
+        if os.getcwd() not in sys.path and "" not in sys.path:
+            sys.path.insert(0, os.getcwd())
         return runner.main(delegated, prog=f"{prog} run")
     parser = arguments.build_parser(prog)
     args = parser.parse_args(argv)

@@ -94,12 +94,12 @@ class Completer:
             try:
                 await self._write_once(batch)
                 return
-            except (DataError, IntegrityError, ProgrammingError) as exc:
-                # Not the connection but something in the batch: retrying it whole would
-                # fail for ever and stall every later outcome behind it.
-                await self._write_each(batch, exc)
-                return
             except (SQLAlchemyError, OSError) as exc:
+                if _in_the_batch(exc):
+                    # Not the connection but something in the batch: retrying it whole would
+                    # fail for ever and stall every later outcome behind it.
+                    await self._write_each(batch, exc)
+                    return
                 if self._past_deadline():
                     log.error(
                         "gave up writing %d outcomes at shutdown (%s); their leases will "
@@ -153,6 +153,21 @@ class Completer:
             self._closed_at is not None
             and anyio.current_time() - self._closed_at > self._give_up_after_close
         )
+
+
+BATCH_PROBLEM_CLASSES = ("22", "23")
+"""SQLSTATE classes of an error in the values written, not in the connection: data exception
+(a timestamp or interval out of range, text jsonb refuses), integrity constraint violation."""
+
+
+def _in_the_batch(exc: BaseException) -> bool:
+    """Whether a failed write failed for something in its outcomes, which no retry of the same
+    batch can fix. asyncpg's errors reach SQLAlchemy as a plain DBAPIError, whatever their
+    kind: its SQLSTATE says which."""
+    if isinstance(exc, DataError | IntegrityError | ProgrammingError):
+        return True
+    state = errors.sqlstate(exc)
+    return state is not None and state.startswith(BATCH_PROBLEM_CLASSES)
 
 
 async def write_outcomes(conn: AsyncConnection, batch: Sequence[Outcome]) -> int:

@@ -66,14 +66,13 @@ def dump(task_name: str, model: type[ModelT], payload: object) -> str:
             task_name=task_name,
             problem=f"field {_unserialisable(given)} cannot be written as JSON: {exc}",
         ) from exc
-    if _NUL_ESCAPE in text:  # rare: only then parse the text to find the string
-        path = _nul_path(json.loads(text), "")
-        if path is not None:
-            raise errors.PayloadError(
-                task_name=task_name,
-                problem=f"field {path} contains a NUL character (\\x00), which PostgreSQL "
-                "cannot store in JSON; remove it or encode the value",
-            )
+    path = nul_path(text)
+    if path is not None:
+        raise errors.PayloadError(
+            task_name=task_name,
+            problem=f"field {path} contains a NUL character (\\x00), which PostgreSQL "
+            "cannot store in JSON; remove it or encode the value",
+        )
     try:
         loaded = load(model, text)
     except pydantic.ValidationError as exc:
@@ -187,6 +186,26 @@ def _join(path: str, name: str) -> str:
 
 def _loc(loc: tuple[int | str, ...]) -> str:
     return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc)[1:]
+
+
+def nul_path(text: str) -> str | None:
+    """Where JSON text holds a string with "\\x00", which PostgreSQL's jsonb refuses; None
+    when it holds none."""
+    if _NUL_ESCAPE not in text:  # the common case: no need to parse
+        return None
+    return _nul_path(json.loads(text), "")
+
+
+def refuse_nul_in_result(text: str) -> None:
+    """ValueError when a task's result, as JSON text, holds a NUL character: PostgreSQL's
+    jsonb refuses it, and the write of the result would fail."""
+    path = nul_path(text)
+    if path is not None:
+        where = "" if path == "the payload" else f" at {path}"
+        raise ValueError(
+            f"the result contains a NUL character (\\x00){where}, which PostgreSQL cannot "
+            "store in JSON"
+        )
 
 
 def _nul_path(value: Any, path: str) -> str | None:

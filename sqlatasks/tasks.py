@@ -98,10 +98,12 @@ class Task(Generic[PayloadT]):
 
     def dump_result(self, value: Any) -> str | None:
         """What the task returned, as JSON text (None for None); PydanticSerializationError
-        when it does not fit its annotation's JSON form."""
+        when it does not fit its annotation's JSON form, ValueError when jsonb cannot hold it."""
         if value is None:
             return None
-        return self._results.dump_json(value).decode()
+        text = self._results.dump_json(value).decode()
+        payloads.refuse_nul_in_result(text)
+        return text
 
     def load_result(self, text: str) -> Any:
         """A stored result, validated as the return annotation's type."""

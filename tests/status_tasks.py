@@ -66,3 +66,9 @@ async def export_then_notify(data: Export, session: AsyncSession) -> ExportDone:
     if and only if this task completes."""
     session.add(enqueue(export, Export(rows=data.rows + 1)))
     return ExportDone(url="chained", rows=data.rows)
+
+
+@task(keep=3600)
+async def nul_result(data: Export) -> str:
+    """Returns text PostgreSQL's jsonb cannot store (a NUL character)."""
+    return f"row\x00{data.rows}"

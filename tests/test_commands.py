@@ -212,6 +212,25 @@ def test_runner_from_another_directory_names_module_directory_and_fix(tmp_path: 
     assert "PYTHONPATH" not in line
 
 
+def test_the_console_script_imports_from_the_directory_it_starts_in(tmp_path: Path) -> None:
+    """`sqlatasks run` is documented as `python -m sqlatasks.runner`, started from the project's
+    directory; but a console script's sys.path has its own bin directory, not the current one."""
+    (tmp_path / "project" / "myapp").mkdir(parents=True)
+    (tmp_path / "project" / "myapp" / "__init__.py").write_text("")
+    (tmp_path / "project" / "myapp" / "tasks.py").write_text("import no_such_dependency\n")
+    (tmp_path / "bin").mkdir()
+    script = tmp_path / "bin" / "sqlatasks"  # what pip writes for [project.scripts]
+    script.write_text(
+        "import sys\nfrom sqlatasks.commands import console\n"
+        "if __name__ == '__main__':\n    sys.exit(console())\n"
+    )
+    url = "postgresql://u@127.0.0.1:1/x"
+    done = python(str(script), "run", "--import", "myapp.tasks", url=url, cwd=tmp_path / "project")
+    assert done.returncode == 2
+    (line,) = done.stderr.splitlines()
+    assert "No module named 'no_such_dependency'" in line  # myapp.tasks itself was found
+
+
 def test_migrate_creates_and_upgrades_the_schema(empty_url: str) -> None:
     first = cli("migrate", "--json", url=empty_url)
     assert first.returncode == 0, first.stderr

@@ -81,6 +81,22 @@ async def test_the_runner_wide_keep_keeps_tasks_that_do_not_say(session: AsyncSe
     assert (found.state, found.result) == ("completed", 5)
 
 
+async def test_a_result_with_a_nul_character_is_not_kept_and_harms_no_other_outcome(
+    session: AsyncSession,
+) -> None:
+    # jsonb refuses \u0000: writing such a result failed the whole batch of outcomes, and the
+    # runner's completer retried that batch until the leases ran out (the tasks ran again).
+    nul = await _add(session, enqueue(t.nul_result, t.Export(rows=1)))
+    other = await _add(session, enqueue(t.export, t.Export(rows=2)))
+    await run_pending(session)
+    found = await get_task(session, nul)
+    assert found is not None
+    assert (found.state, found.result) == ("completed", None)
+    done = await get_task(session, other)
+    assert done is not None
+    assert done.result == t.ExportDone(url="s3://exports/2.csv", rows=2)
+
+
 async def test_a_parked_task_shows_failed_with_its_error(session: AsyncSession) -> None:
     task_id = await _add(session, enqueue(t.broken, t.Export(rows=7)))
     await run_pending(session)
