@@ -59,17 +59,19 @@ def priority_problem(priority: object) -> str | None:
 
 
 def seconds_problem(name: str, value: object, *, zero_ok: bool) -> str | None:
-    """`value` must be a finite number of seconds, positive (or zero when `zero_ok`)."""
+    """`value` must be a finite number of seconds, positive (or zero when `zero_ok`), and at
+    most errors.LONGEST_WAIT (a century)."""
     ok = (
         isinstance(value, int | float)
         and not isinstance(value, bool)
         and math.isfinite(value)
         and (value >= 0 if zero_ok else value > 0)
+        and value <= errors.LONGEST_WAIT
     )
     if ok:
         return None
     what = "zero or a positive" if zero_ok else "a positive"
-    return f"{name} must be {what} number of seconds, not {value!r}"
+    return f"{name} must be {what} number of seconds up to a century, not {value!r}"
 
 
 def max_attempts_problem(max_attempts: object) -> str | None:

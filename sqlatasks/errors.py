@@ -17,9 +17,13 @@ Each exception carries its facts as attributes, and its message says what to do 
 
 from __future__ import annotations
 
-import math
 import traceback
 from datetime import timedelta
+
+LONGEST_WAIT = 100 * 365.25 * 86_400
+"""Seconds at most in any wait sqlatasks is given (a delay, a retry delay, a snooze, a
+retention): a century. Past about 9e12 s, `now() + interval` leaves PostgreSQL's timestamp
+range and the write of the task's outcome would fail for ever."""
 
 
 class SqlatasksError(Exception):
@@ -104,8 +108,11 @@ class Snooze(SqlatasksError):
 
     def __init__(self, after: float | timedelta = 0.0) -> None:
         seconds = after.total_seconds() if isinstance(after, timedelta) else float(after)
-        if not (seconds >= 0 and math.isfinite(seconds)):
-            raise ValueError("Snooze(after=...) takes zero or a positive number of seconds")
+        if not (0 <= seconds <= LONGEST_WAIT):  # NaN fails too
+            raise ValueError(
+                "Snooze(after=...) takes zero or a positive number of seconds, at most "
+                f"{LONGEST_WAIT:g}"
+            )
         self.after = seconds
         super().__init__(f"snooze for {seconds:g} s")
 

@@ -39,10 +39,17 @@ async def wait_for(
     nothing kept (or never existed, or its enqueue has not committed). TimeoutError after
     `timeout` seconds.
 
+    TypeError if `engine` is not an AsyncEngine (a session cannot be shared with the waiting).
+
     Kept and parked tasks wake their waiters by NOTIFY, within milliseconds of their commit;
     the rest are seen by a read every `poll_interval` seconds. Each read is a short
     transaction of its own on `engine`.
     """
+    if not isinstance(engine, AsyncEngine):
+        raise TypeError(
+            f"wait_for() takes an AsyncEngine (it listens on a connection of its own), not "
+            f"{type(engine).__name__}; pass your session's engine: session.bind"
+        )
     with anyio.fail_after(timeout):
         async with _waiting(engine, task_id) as waiter:
             while True:

@@ -113,5 +113,7 @@ def test_a_lease_shorter_than_the_bound_is_refused() -> None:
 def test_snooze_takes_seconds_or_a_timedelta() -> None:
     assert Snooze(after=timedelta(minutes=1)).after == 60
     assert Snooze(2.5).after == 2.5
+    with pytest.raises(ValueError, match="at most"):
+        Snooze(after=1e300)  # now() + 1e300 s leaves PostgreSQL's timestamps
     with pytest.raises(ValueError, match="zero or a positive"):
         Snooze(after=-1)

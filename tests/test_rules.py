@@ -25,6 +25,8 @@ from tests.tasks_for_tests import Greeting, greet
         ({"priority": "high"}, "priority must be an integer"),
         ({"delay": -1}, "delay must be zero or a positive number of seconds"),
         ({"delay": float("nan")}, "delay must be zero or a positive number of seconds"),
+        # past PostgreSQL's timestamps: the write of the task would fail for ever
+        ({"delay": 1e300}, "up to a century"),
         ({"run_at": datetime(2030, 1, 1)}, "run_at must be a timezone-aware datetime"),
         ({"unique_key": ""}, "unique_key must be a non-empty string"),
         ({"on_duplicate": "raise"}, 'on_duplicate must be "skip" or "report"'),
