@@ -105,6 +105,11 @@ class Dispatcher:
         )
         return [r.claimed for r, end in ends if now > end + grace]
 
+    def deadlines(self) -> dict[int, float]:
+        """Each running task's end of its time limit (anyio's clock: with asyncio and uvloop,
+        the system-wide monotonic clock), for the heartbeat."""
+        return {i: r.deadline for i, r in self._running.items() if r.deadline is not None}
+
     def leased(self, grace: float) -> list[tuple[ClaimedTask, leases.Lease]]:
         """The leases to renew: not of tasks past their time limit + `grace` (their leases run
         out while the supervisor kills the worker), nor of tasks already cut off."""

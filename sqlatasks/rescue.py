@@ -23,6 +23,8 @@ async def rescue(
     worker_id: str,
     overdue: Collection[int] | None,
     limits: execution.Limits,
+    *,
+    innocent: Collection[int] = (),
 ) -> int:
     """Settle every task `worker_id` still holds; the number of rows written.
 
@@ -30,9 +32,15 @@ async def rescue(
     cancellation) when it stopped beating, so that it would be killed. Those are charged the
     attempt, each by its own task's retry rules; its other tasks did nothing wrong and are
     given back uncounted. None (the worker died for a reason it could not name: SIGKILL, OOM,
-    a blocked event loop) charges every task it held. Raises what the database raises."""
+    a blocked event loop) charges every task it held, but those in `innocent`: tasks the
+    worker's last beat showed within their time limit when it was killed as hung, which cannot
+    be what blocked its loop — unless that leaves no task to blame, then all are charged (a
+    task must never spin uncounted). Raises what the database raises."""
     async with engine.begin() as conn:
         held = await claim.task_held_by(conn, worker_id)
+        if overdue is None and innocent:
+            suspects = {task.id for task in held} - set(innocent)
+            overdue = suspects or None
         outcomes = [_settle(task, worker_id, overdue, limits) for task in held]
         return await completer.write_outcomes(conn, outcomes)
 
@@ -47,7 +55,8 @@ def _settle(
         error = f"WorkerLost: worker {worker_id} died while running it"
     elif task.id in overdue:
         error = (
-            f"TimeoutError: it ran past its time limit and ignored its cancellation, so its "
+            f"TimeoutError: it ran past its time limit and ignored its cancellation (or blocked "
+            f"its event loop), so its "
             f"worker {worker_id} was killed"
         )
     else:

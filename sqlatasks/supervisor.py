@@ -31,6 +31,7 @@ from sqlatasks import (
     connection,
     errors,
     execution,
+    heartbeat,
     logs,
     observe,
     poolers,
@@ -38,6 +39,7 @@ from sqlatasks import (
     startup,
 )
 from sqlatasks.backoff import Backoff
+from sqlatasks.heartbeat import Beat
 from sqlatasks.settings import STARTUP_GRACE, Settings
 from sqlatasks.worker import STOP_NOW, worker_main
 
@@ -63,6 +65,8 @@ class WorkerSeat:
     restarts: Backoff = field(default_factory=lambda: Backoff(first=1.0, most=30.0))
     """Waits before restarting a worker that keeps dying soon after it starts."""
     last_crash: str | None = None
+    killed_at: float | None = None
+    """When the supervisor killed the worker here as hung (monotonic clock); None otherwise."""
 
     def crashed(self, reason: str) -> None:
         """Say why the worker failed, once: one failing to start fails alike at each restart."""
@@ -70,31 +74,22 @@ class WorkerSeat:
         log.log(level, "worker-%d crashed: %s", self.index, reason)
         self.last_crash = reason
 
-    def _fields(self) -> list[str]:
-        """pid, worker id, last beat (monotonic clock): written whole by the worker."""
-        try:
-            return self.heartbeat.read_text().split()
-        except OSError:
-            return []
+    def beat(self) -> Beat | None:
+        """The worker's last heartbeat; None before its first."""
+        return heartbeat.read(self.heartbeat)
 
     def pid(self) -> int | None:
-        fields = self._fields()
-        return int(fields[0]) if fields else None
+        beat = self.beat()
+        return beat.pid if beat else None
 
     def worker_id(self) -> str | None:
-        fields = self._fields()
-        return fields[1] if fields else None
-
-    def overdue(self) -> set[int] | None:
-        """Ids of the tasks the worker stopped beating for (they overran their time limit and
-        ignored their cancellation); None if it named none."""
-        fields = self._fields()
-        return {int(i) for i in fields[3].split(",")} if len(fields) > 3 else None
+        beat = self.beat()
+        return beat.worker_id if beat else None
 
     def heartbeat_age(self) -> float | None:
         """Seconds since the last beat; the monotonic clock is system-wide on Linux."""
-        fields = self._fields()
-        return time.monotonic() - float(fields[2]) if fields else None
+        beat = self.beat()
+        return time.monotonic() - beat.at if beat else None
 
 
 class Supervisor:
@@ -156,6 +151,7 @@ class Supervisor:
 
     async def _keep_alive(self, seat: WorkerSeat) -> None:
         while not self._stopping:
+            seat.killed_at = None
             seat.heartbeat.unlink(missing_ok=True)
             seat.started_at = anyio.current_time()
             result = None
@@ -213,9 +209,13 @@ class Supervisor:
         worker_id = seat.worker_id()
         if worker_id is None:
             return  # it never started, so it holds no lease
-        overdue = seat.overdue()
+        beat = seat.beat()
+        overdue = beat.overdue if beat else None
+        innocent = beat.innocent(seat.killed_at) if beat else frozenset()
         try:
-            count = await rescue.rescue(self._engine, worker_id, overdue, self._limits)
+            count = await rescue.rescue(
+                self._engine, worker_id, overdue, self._limits, innocent=innocent
+            )
         except (SQLAlchemyError, OSError) as exc:
             log.warning(
                 "could not release worker-%d's tasks (%s); their leases will expire",
@@ -229,8 +229,8 @@ class Supervisor:
                 seat.index,
                 count,
                 "each due again after its retry delay"
-                if overdue is None
-                else f"charged the {len(overdue)} that overran, gave back the others uncounted",
+                if overdue is None and not innocent
+                else "charged the ones that overran, gave back the others uncounted",
             )
 
     async def _check_loop(self) -> None:
@@ -251,6 +251,7 @@ class Supervisor:
     def _kill_hung(self, seat: WorkerSeat, why: str) -> None:
         log.error("worker-%d is hung (%s): killing it", seat.index, why)
         if seat.scope is not None:
+            seat.killed_at = time.monotonic()
             seat.scope.cancel()
 
     async def _watch_signals(self, tg: TaskGroup) -> None:

@@ -5,6 +5,7 @@ Each execution writes its `start` (and `end`, if it gets there) to the ledger
 from __future__ import annotations
 
 import asyncio
+import time
 
 import anyio
 import anyio.lowlevel
@@ -83,6 +84,13 @@ async def overruns(data: Job) -> None:
     with anyio.CancelScope(shield=True):
         await anyio.sleep(120)
     ledger.write("end", data.key)
+
+
+@task(timeout=1, max_attempts=1)
+async def blocks_the_loop(data: Job) -> None:
+    """Blocks its worker's event loop far past its time limit: no heartbeat, no cancellation."""
+    ledger.write("start", data.key)
+    time.sleep(120)  # noqa: ASYNC251 - the point: a task that blocks the loop
 
 
 @task(timeout=150, max_attempts=1)

@@ -11,6 +11,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
@@ -219,6 +220,32 @@ async def test_a_worker_killed_for_an_overrun_gives_its_neighbours_back_uncounte
     (error,) = await last_errors(engine, "failed_at IS NOT NULL AND attempts = 1")
     assert error.startswith("TimeoutError: it ran past its time limit and ignored its cancel")
     assert runner.log().count("sqlatasks.worker: started") == 2
+
+
+@pytest.mark.slow
+async def test_a_worker_killed_for_blocking_its_loop_charges_only_the_blocker(
+    engine: AsyncEngine, start_runner: Runners, tmp_path: Path
+) -> None:
+    # A blocked loop writes no last word: the supervisor reads the running tasks' deadlines
+    # from the last beat, and charges only the tasks past their time limit when it killed it.
+    runner = start_runner(
+        "--workers", "1", "--concurrency", "4", "--check-interval", "0.5", imports=[MODULE]
+    )
+    await runner.started(1)
+    await put(engine, robust_tasks.until_released, range(10, 13))  # max_attempts=1 each
+    await ledger.wait_for_entries(tmp_path, "start", 3)
+    # Not a timing assertion: room for a heartbeat (every 0.125 s here) to list the neighbours'
+    # deadlines; a task that started after the last beat is a suspect like the blocker.
+    await anyio.sleep(1)
+    await put(engine, robust_tasks.blocks_the_loop, range(1))  # timeout 1 s, max_attempts=1
+    await runner.wait_for_log("is hung")
+    await runner.wait_for_log("died holding 4 tasks")
+    for key in range(10, 13):
+        ledger.open_gate(tmp_path, f"release-{key}")
+    await wait_until_ended(tmp_path, set(range(10, 13)))  # run again, not parked
+    await wait_for_tasks(engine, exactly=1, timeout=30)
+    (error,) = await last_errors(engine, "failed_at IS NOT NULL AND attempts = 1")
+    assert "TimeoutError" in error, error
 
 
 @pytest.mark.slow
