@@ -123,6 +123,7 @@ def test_global_options_go_before_or_after_the_command(db_url: str, args: list[s
     assert [q["queue"] for q in json.loads(done.stdout)] == ["mail"]
 
 
+@pytest.mark.slow
 def test_json_has_iso_timestamps_numbers_and_null(db_url: str) -> None:
     fill(db_url)
     (stats,) = json.loads(cli("status", "--json", url=db_url).stdout)
@@ -139,6 +140,7 @@ def test_json_has_iso_timestamps_numbers_and_null(db_url: str) -> None:
     assert stats["oldest_due_seconds"] is None  # nothing due: null, not "None"
 
 
+@pytest.mark.slow
 def test_help_of_each_command_says_what_it_does() -> None:
     top = cli("--help")
     assert top.returncode == 0
@@ -154,6 +156,7 @@ def test_help_of_each_command_says_what_it_does() -> None:
     assert "--database-url" in helps["status"].stdout  # the global options, after the command
 
 
+@pytest.mark.slow
 def test_the_console_script_is_the_command_line() -> None:
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     module, _, function = scripts["sqlatasks"].partition(":")
@@ -169,6 +172,7 @@ def test_the_console_script_is_the_command_line() -> None:
         )
 
 
+@pytest.mark.slow
 def test_run_is_the_runner() -> None:
     url = "postgresql://u@127.0.0.1:1/x"
     for args in (["--import", "no_such_module_here"], ["--workers", "0"], ["--bogus"]):
@@ -186,6 +190,7 @@ def test_run_is_the_runner() -> None:
     assert "needs PostgreSQL" in before.stderr  # the global option reached the runner
 
 
+@pytest.mark.slow
 def test_runner_from_another_directory_names_module_directory_and_fix(tmp_path: Path) -> None:
     (tmp_path / "project" / "myapp").mkdir(parents=True)
     (tmp_path / "project" / "myapp" / "__init__.py").write_text("")
@@ -231,6 +236,7 @@ def test_the_console_script_imports_from_the_directory_it_starts_in(tmp_path: Pa
     assert "No module named 'no_such_dependency'" in line  # myapp.tasks itself was found
 
 
+@pytest.mark.slow
 def test_migrate_creates_and_upgrades_the_schema(empty_url: str) -> None:
     first = cli("migrate", "--json", url=empty_url)
     assert first.returncode == 0, first.stderr
@@ -276,6 +282,7 @@ async def test_migrate_twice_at_once_both_succeed(empty_url: str) -> None:
         await engine.dispose()
 
 
+@pytest.mark.slow
 def test_a_database_behind_is_told_to_migrate(empty_url: str) -> None:
     run_script(empty_url, migrations.ddl(version=migrations.LATEST - 1))
     behind = cli("status", url=empty_url)
@@ -290,6 +297,7 @@ def test_a_database_behind_is_told_to_migrate(empty_url: str) -> None:
     assert cli("status", url=empty_url).returncode == 0
 
 
+@pytest.mark.slow
 def test_sql_prints_the_ddl_that_migrate_applies(empty_url: str) -> None:
     printed = cli("sql")  # no database needed
     assert printed.returncode == 0, printed.stderr

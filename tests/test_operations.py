@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
@@ -79,6 +80,7 @@ def cli(*args: str, url: str | None) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
+@pytest.mark.slow
 async def test_the_command_line(db_url: str, engine: AsyncEngine) -> None:
     async with engine.begin() as conn:
         ids = await fill(conn)

@@ -112,6 +112,7 @@ async def test_psycopg_enqueue_many_through_pgbouncer(
 
 
 @MODES
+@pytest.mark.slow
 def test_cli_through_pgbouncer(bouncer: str, mode: PoolMode, db_url: str) -> None:
     sync = create_engine(make_url(db_url).set(drivername="postgresql+psycopg"))
     with Session(sync) as session, session.begin():
