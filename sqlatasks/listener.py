@@ -39,6 +39,8 @@ def asyncpg_dsn(database_url: str) -> str:
     that only SQLAlchemy understands (asyncpg would send them to the server as settings)."""
     url = make_url(database_url)
     url = url.set(drivername="postgresql").difference_update_query(poolers.SQLALCHEMY_ONLY)
+    if "ssl" in url.query:  # the keyword argument's name; a DSN spells it as libpq does
+        url = url.difference_update_query(["ssl"]).update_query_dict({"sslmode": url.query["ssl"]})
     return url.render_as_string(False)
 
 

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 import pydantic
 from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from sqlatasks import attempts, errors
@@ -39,7 +39,32 @@ def database_url(value: str) -> str:
             f"sqlatasks needs PostgreSQL through asyncpg; give a postgresql:// URL (any "
             f"driver: the runner connects through asyncpg), not {url.drivername!r}"
         )
-    return url.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
+    url = _asyncpg_ssl(url).set(drivername="postgresql+asyncpg")
+    return url.render_as_string(hide_password=False)
+
+
+LIBPQ_SSL_FILES = ("sslcert", "sslkey", "sslrootcert", "sslcrl", "sslpassword")
+"""libpq's certificate options: asyncpg reads them from its DSN or the environment only."""
+
+
+def _asyncpg_ssl(url: URL) -> URL:
+    """libpq's `sslmode` as asyncpg's `ssl` argument, which takes the same modes (disable,
+    allow, prefer, require, verify-ca, verify-full): SQLAlchemy passes the URL's query to
+    `asyncpg.connect()` as keyword arguments, and that has no `sslmode`."""
+    files = sorted(key for key in LIBPQ_SSL_FILES if key in url.query)
+    if files:
+        names = ", ".join(f"PG{key.upper()}" for key in files)
+        raise ValueError(
+            f"the URL's {', '.join(files)} cannot reach asyncpg through SQLAlchemy: set the "
+            f"environment variable(s) {names} instead (asyncpg reads them), and keep sslmode "
+            f"in the URL"
+        )
+    if "sslmode" not in url.query:
+        return url
+    if "ssl" in url.query:
+        raise ValueError("give the URL sslmode= or ssl=, not both")
+    mode = url.query["sslmode"]
+    return url.difference_update_query(["sslmode"]).update_query_dict({"ssl": mode})
 
 
 class Settings(BaseSettings):
