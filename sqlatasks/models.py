@@ -5,8 +5,9 @@ this mapping and `alembic upgrade head` agree.
 
 Where the objects live is fixed here, once, at import: `SCHEMA`, from SQLATASKS_SCHEMA. Unset
 (the default), every name below is bare and found through the connection's `search_path`, as
-before the option existed; set, every table and function name is qualified (`"jobs".sqlatasks_tasks`)
-and so is every statement built from these constants, whatever the caller's `search_path`
+before the option existed; set, every table and function name is qualified
+(`"jobs".sqlatasks_tasks`), and so is every statement built from these constants, whatever the
+caller's `search_path`
 (docs/integration.md, "A schema of its own").
 """
 
@@ -155,7 +156,7 @@ class ScheduleSlot(Base):
     """
 
     __tablename__ = "sqlatasks_periodic"
-    __table_args__ = {"schema": SCHEMA}
+    __table_args__ = ({"schema": SCHEMA},)
 
     name: Mapped[str] = mapped_column(Text, primary_key=True)
     cron: Mapped[str] = mapped_column(Text)

@@ -45,9 +45,9 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import quoted_name
 
 from alembic import op
+from sqlatasks.models import SCHEMA, TABLE_NAME, Base, schema_version
 from sqlatasks.models import SCHEMA_COMMENT_PREFIX as COMMENT_PREFIX
 from sqlatasks.models import SCHEMA_VERSION as LATEST
-from sqlatasks.models import SCHEMA, TABLE_NAME, Base, schema_version
 
 __all__ = [
     "LATEST",
@@ -184,9 +184,10 @@ DECLARE f regprocedure;
 BEGIN
     FOR f IN SELECT p.oid FROM pg_proc AS p
              WHERE p.pronamespace = '"{SCHEMA}"'::regnamespace
-               AND p.proname LIKE 'sqlatasks\_%' AND p.proconfig IS NULL
+               AND p.proname LIKE 'sqlatasks\\_%' AND p.proconfig IS NULL
     LOOP
-        EXECUTE format('ALTER FUNCTION %s SET search_path = pg_catalog, %I, pg_temp', f, '{SCHEMA}');
+        EXECUTE format('ALTER FUNCTION %s SET search_path = pg_catalog, %I, pg_temp',
+                       f, '{SCHEMA}');
     END LOOP;
 END;
 $$"""
