@@ -15,8 +15,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from alembic import context
-from sqlatasks import settings
-from sqlatasks.models import Base
+from sqlatasks import migrations, settings
+from sqlatasks.models import SCHEMA, Base
 
 config = context.config
 VERSION_TABLE = "sqlatasks_alembic_version"
@@ -27,10 +27,19 @@ def _run(connection: Connection) -> None:
         connection=connection,
         target_metadata=Base.metadata,
         version_table=VERSION_TABLE,
+        version_table_schema=SCHEMA,
         # Only our own objects: the database may hold the application's tables too.
-        include_name=lambda name, kind, _parent: kind != "table" or name in Base.metadata.tables,
+        include_name=lambda name, kind, _parent: kind != "table" or name in migrations.TABLES,
+        include_schemas=SCHEMA is not None,
     )
+    _migrate()
+
+
+def _migrate() -> None:
     with context.begin_transaction():
+        if SCHEMA is not None:
+            # Before alembic creates its version table there (SQLATASKS_SCHEMA).
+            context.execute(f'CREATE SCHEMA IF NOT EXISTS "{SCHEMA}"')
         context.run_migrations()
 
 
@@ -61,9 +70,9 @@ elif context.is_offline_mode():
         dialect_name=None if url else "postgresql",
         target_metadata=Base.metadata,
         version_table=VERSION_TABLE,
+        version_table_schema=SCHEMA,
     )
-    with context.begin_transaction():
-        context.run_migrations()
+    _migrate()
 else:
     if config.config_file_name is not None:
         fileConfig(config.config_file_name, disable_existing_loggers=False)

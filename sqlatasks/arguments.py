@@ -1,6 +1,6 @@
 """The arguments of `sqlatasks` / `python -m sqlatasks` (sqlatasks.commands runs them).
 
-Global options (`--database-url`, `--json`) are accepted before or after the command.
+Global options (`--database-url`, `--schema`, `--json`) are accepted before or after the command.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import os
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from sqlatasks import migrations
+from sqlatasks import migrations, runner
 
 PROG = "python -m sqlatasks"
 
@@ -33,6 +33,7 @@ def _global_options() -> Parser:
     options.add_argument(
         "--json", action="store_true", default=argparse.SUPPRESS, help="print JSON, not a table"
     )
+    runner.add_schema_option(options, default=argparse.SUPPRESS)
     return options
 
 

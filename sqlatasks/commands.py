@@ -7,6 +7,7 @@
     run                                         the runner, as `python -m sqlatasks.runner`
     dashboard [--port N] [--allow-actions]      the web dashboard (sqlatasks.dashboard)
 
+`--schema NAME` (or SQLATASKS_SCHEMA): the queue's tables in that PostgreSQL schema.
 Tables for people, `--json` for scripts (timestamps in ISO 8601, numbers as numbers, nothing
 as null); the database is `--database-url` or SQLATASKS_DATABASE_URL, as for the runner. The
 global options go before or after the command. Each command is one transaction, committed.
@@ -83,6 +84,7 @@ def console() -> NoReturn:
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
+    command_line = argv is None  # this process's own arguments: a --schema may restart it
     argv = list(sys.argv[1:] if argv is None else argv)
     delegated = _runner_arguments(argv)
     if delegated is not None:
@@ -90,9 +92,14 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
         # `--import myapp.tasks` from the project's directory would not be found.
         if os.getcwd() not in sys.path and "" not in sys.path:
             sys.path.insert(0, os.getcwd())
-        return runner.main(delegated, prog=f"{prog} run")
+        return runner.main(delegated, prog=f"{prog} run", command_line=command_line)
     parser = arguments.build_parser(prog)
     args = parser.parse_args(argv)
+    try:
+        runner.use_schema(getattr(args, "schema", None), command_line=command_line)
+    except errors.ConfigurationError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 2
     if args.command == "run":  # reached only with an option before it that the runner lacks
         parser.error("the runner's options go after `run`, and --json is not one of them")
     if args.command == "sql":
@@ -140,9 +147,9 @@ def _runner_arguments(argv: list[str]) -> list[str] | None:
     for arg in rest:
         if arg == "run":
             return [*passed, *rest]
-        if arg == "--database-url":
+        if arg in {"--database-url", "--schema"}:
             passed += [arg, next(rest, "")]
-        elif arg.startswith("--database-url="):
+        elif arg.startswith(("--database-url=", "--schema=")):
             passed.append(arg)
         else:
             return None  # --json, --help, another command: not the runner's

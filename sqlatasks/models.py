@@ -2,6 +2,13 @@
 
 The table itself is created by the versioned DDL in `sqlatasks.migrations`; a test checks that
 this mapping and `alembic upgrade head` agree.
+
+Where the objects live is fixed here, once, at import: `SCHEMA`, from SQLATASKS_SCHEMA. Unset
+(the default), every name below is bare and found through the connection's `search_path`, as
+before the option existed; set, every table and function name is qualified
+(`"jobs".sqlatasks_tasks`), and so is every statement built from these constants, whatever the
+caller's `search_path`
+(docs/integration.md, "A schema of its own").
 """
 
 from __future__ import annotations
@@ -31,14 +38,29 @@ from sqlalchemy.dialects.postgresql import JSONB, TIMESTAMP
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-TABLE_NAME = "sqlatasks_tasks"
-PERIODIC_TABLE_NAME = "sqlatasks_periodic"
+from sqlatasks import settings
+
+SCHEMA = settings.schema_from_environment()
+"""The PostgreSQL schema of sqlatasks' tables and functions (SQLATASKS_SCHEMA), or None: bare
+names, resolved through `search_path` (normally `public`)."""
+
+
+def qualified(name: str) -> str:
+    """`name` as SQL in sqlatasks' schema: `"jobs".name`, or `name` itself when none is set
+    (so the default's statements are byte for byte what they were)."""
+    return name if SCHEMA is None else f'"{SCHEMA}".{name}'
+
+
+TABLE_NAME = qualified("sqlatasks_tasks")
+PERIODIC_TABLE_NAME = qualified("sqlatasks_periodic")
 CLAIM_INDEX_NAME = "sqlatasks_tasks_claim_idx"
 UNIQUE_KEY_INDEX_NAME = "sqlatasks_tasks_unique_key_idx"
-FINISHED_TABLE_NAME = "sqlatasks_finished"
+FINISHED_TABLE_NAME = qualified("sqlatasks_finished")
 CONCURRENCY_KEY_INDEX_NAME = "sqlatasks_tasks_concurrency_key_idx"
 PARKED_INDEX_NAME = "sqlatasks_tasks_parked_idx"
-QUEUES_TABLE_NAME = "sqlatasks_queues"
+QUEUES_TABLE_NAME = qualified("sqlatasks_queues")
+KEY_ADMITS_FUNCTION = qualified("sqlatasks_key_admits")  # v5: a concurrency key's room
+QUEUE_ROOM_FUNCTION = qualified("sqlatasks_queue_room")  # v5: a queue's room
 SCHEMA_VERSION = 6  # the migration version this mapping matches
 SCHEMA_COMMENT_PREFIX = "sqlatasks schema version "
 
@@ -50,7 +72,9 @@ def schema_version(comment: str | None) -> int:
 
 
 NOTIFY_CHANNEL = "sqlatasks"  # the v1 trigger notifies this channel on every insert
-CANCEL_CHANNEL = "sqlatasks_cancel"  # payload: the id of a running task to interrupt
+# Payload: the id of a running task to interrupt. One channel per schema: channels are per
+# database, and task ids of two schemas' queues overlap.
+CANCEL_CHANNEL = "sqlatasks_cancel" if SCHEMA is None else f"sqlatasks_cancel_{SCHEMA}"
 FINISHED_CHANNEL = "sqlatasks_finished"  # payload: ids of tasks just kept or parked, "1,2,3"
 
 
@@ -81,12 +105,12 @@ class QueuedTask(Base):
     Finished tasks are deleted, so the table holds only live work and stays small.
     """
 
-    __tablename__ = TABLE_NAME
+    __tablename__ = "sqlatasks_tasks"
     __table_args__ = (
         CheckConstraint(
             "on_duplicate IN ('skip', 'report')", name="sqlatasks_tasks_on_duplicate_check"
         ),
-        {"comment": f"{SCHEMA_COMMENT_PREFIX}{SCHEMA_VERSION}"},
+        {"comment": f"{SCHEMA_COMMENT_PREFIX}{SCHEMA_VERSION}", "schema": SCHEMA},
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
@@ -131,7 +155,8 @@ class ScheduleSlot(Base):
     test can check it against `alembic upgrade head`.
     """
 
-    __tablename__ = PERIODIC_TABLE_NAME
+    __tablename__ = "sqlatasks_periodic"
+    __table_args__ = ({"schema": SCHEMA},)
 
     name: Mapped[str] = mapped_column(Text, primary_key=True)
     cron: Mapped[str] = mapped_column(Text)
@@ -145,11 +170,12 @@ class FinishedTask(Base):
     mapped here so that the migrations test can check it against `alembic upgrade head`.
     """
 
-    __tablename__ = FINISHED_TABLE_NAME
+    __tablename__ = "sqlatasks_finished"
     __table_args__ = (
         CheckConstraint(
             "state IN ('completed', 'cancelled')", name="sqlatasks_finished_state_check"
         ),
+        {"schema": SCHEMA},
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
@@ -185,10 +211,11 @@ class QueueSettings(Base):
     `max_running`, starting at most `per_second`. Written by `sqlatasks.operations`; the claim
     reads it (docs/flow-control.md)."""
 
-    __tablename__ = QUEUES_TABLE_NAME
+    __tablename__ = "sqlatasks_queues"
     __table_args__ = (
         CheckConstraint("max_running >= 0", name="sqlatasks_queues_max_running_check"),
         CheckConstraint("per_second > 0", name="sqlatasks_queues_per_second_check"),
+        {"schema": SCHEMA},
     )
 
     name: Mapped[str] = mapped_column(Text, primary_key=True)

@@ -15,8 +15,8 @@ from typing import Any, NoReturn
 
 import anyio
 
-from sqlatasks import errors, logs, registry, supervisor
-from sqlatasks.settings import Settings
+from sqlatasks import errors, logs, models, registry, supervisor
+from sqlatasks.settings import SCHEMA_ENV, Settings, schema_problem
 
 PROG = "python -m sqlatasks.runner"
 REPEATABLE = {"imports": "import", "queues": "queue", "middleware": "middleware"}
@@ -59,14 +59,54 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
             parser.add_argument(
                 flag, dest=name, metavar=name.split("_")[-1].upper(), help=help_text
             )
+    add_schema_option(parser)
     return parser
 
 
-def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
-    """The runner's command line; `sqlatasks run` is this with `prog="sqlatasks run"`."""
+def add_schema_option(parser: argparse.ArgumentParser, **default: Any) -> None:
+    """`--schema NAME`, the runner's and the command line's way to set SQLATASKS_SCHEMA."""
+    parser.add_argument(
+        "--schema",
+        metavar="NAME",
+        help="PostgreSQL schema of the queue's tables (env SQLATASKS_SCHEMA, read at import; "
+        "default: none, the search_path); the application must use the same",
+        **default,
+    )
+
+
+def use_schema(schema: str | None, *, command_line: bool) -> None:
+    """Make `--schema` this process's schema. Every statement is built from SQLATASKS_SCHEMA
+    when sqlatasks is imported (sqlatasks.models), before any flag is read: a different schema
+    re-executes the same command line with the variable set (same pid; the worker processes
+    inherit it). Raises ConfigurationError for a bad name, or for a call from code
+    (`command_line` False), which must set SQLATASKS_SCHEMA before importing sqlatasks."""
+    if schema is None or schema == models.SCHEMA:
+        return
+    problem = schema_problem(schema)
+    if problem is not None:
+        raise errors.ConfigurationError(f"invalid --schema: {problem}")
+    if not command_line:
+        raise errors.ConfigurationError(
+            f"--schema {schema} differs from SQLATASKS_SCHEMA ({models.SCHEMA}) that sqlatasks "
+            "was imported with: set SQLATASKS_SCHEMA before importing sqlatasks"
+        )
+    os.environ[SCHEMA_ENV] = schema
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
+
+
+def main(
+    argv: Sequence[str] | None = None, *, prog: str = PROG, command_line: bool | None = None
+) -> int:
+    """The runner's command line; `sqlatasks run` is this with `prog="sqlatasks run"`.
+    `command_line`: `argv` is this process's own (default: when `argv` is None), so that a
+    `--schema` may restart it (see use_schema)."""
     args = build_parser(prog).parse_args(argv)
+    schema = args.__dict__.pop("schema")
     overrides: dict[str, Any] = {k: v for k, v in vars(args).items() if v is not None}
     try:
+        use_schema(schema, command_line=argv is None if command_line is None else command_line)
         settings = Settings.load(**overrides)
     except errors.ConfigurationError as exc:
         print(f"{prog}: {exc}", file=sys.stderr)

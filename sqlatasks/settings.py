@@ -9,6 +9,8 @@ flag beats the environment, which beats the default. The two repeatable flags ar
 from __future__ import annotations
 
 import importlib.util
+import os
+import re
 from typing import Annotated, Any, Literal
 
 import pydantic
@@ -18,6 +20,37 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from sqlatasks import attempts, errors
+
+SCHEMA_ENV = "SQLATASKS_SCHEMA"
+"""The schema of sqlatasks' objects. Not a Settings field: every statement is built from it at
+import (sqlatasks.models), in the application, the runner and the command line alike."""
+_SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+SCHEMA_NAME_MAX = 46
+"""Characters in a schema's name: the cancel channel `sqlatasks_cancel_<schema>` must fit
+PostgreSQL's 63-byte identifiers (NAMEDATALEN - 1, PostgreSQL docs, "Identifiers")."""
+
+
+def schema_problem(name: str) -> str | None:
+    """Why `name` cannot be sqlatasks' schema, or None. Kept to plain identifiers: the name is
+    written into SQL text and channel names, quoted and exact (`Jobs` is not `jobs`)."""
+    if not _SCHEMA_NAME.fullmatch(name) or len(name) > SCHEMA_NAME_MAX:
+        return (
+            f"a schema name is a letter or _ then letters, digits or _, at most "
+            f"{SCHEMA_NAME_MAX} characters, not {name!r}"
+        )
+    if name.lower().startswith("pg_"):
+        return f"schema names starting with pg_ are PostgreSQL's own, not {name!r}"
+    return None
+
+
+def schema_from_environment() -> str | None:
+    """SQLATASKS_SCHEMA, checked; None when unset or empty. Raises ConfigurationError."""
+    name = os.environ.get(SCHEMA_ENV) or None
+    problem = None if name is None else schema_problem(name)
+    if problem is not None:
+        raise errors.ConfigurationError(f"invalid {SCHEMA_ENV}: {problem}")
+    return name
+
 
 STARTUP_GRACE = 30.0
 """Seconds a new worker may take to import its modules before its heartbeat is judged."""

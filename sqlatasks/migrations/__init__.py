@@ -17,6 +17,13 @@ Its env.py passes `include_name=migrations.include_name` to `context.configure(.
 `alembic revision --autogenerate` never proposes to drop sqlatasks' tables. Applications
 without alembic run `sqlatasks migrate` (`run()` here); `sqlatasks sql` prints the DDL (`ddl()`).
 
+With a schema set (SQLATASKS_SCHEMA, sqlatasks.models.SCHEMA) the steps, frozen as unqualified
+DDL, run with `search_path` set to that schema alone, after `CREATE SCHEMA IF NOT EXISTS`; the
+caller's `search_path` is restored after them (a failed step's transaction rolls the change back
+with it). Functions that name tables then get the schema as their own `search_path`, so that a
+caller with any `search_path` reaches the right tables. Without one, the steps are exactly those
+of earlier releases.
+
 Offline (`alembic upgrade head --sql`) there is no database to read the version from: the script
 assumes version 0 where it starts, and each revision emits the steps from the version the
 previous one reached. A script that starts at a revision (`upgrade rev:head --sql`) is refused,
@@ -38,9 +45,9 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import quoted_name
 
 from alembic import op
+from sqlatasks.models import SCHEMA, TABLE_NAME, Base, schema_version
 from sqlatasks.models import SCHEMA_COMMENT_PREFIX as COMMENT_PREFIX
 from sqlatasks.models import SCHEMA_VERSION as LATEST
-from sqlatasks.models import TABLE_NAME, Base, schema_version
 
 __all__ = [
     "LATEST",
@@ -54,7 +61,7 @@ __all__ = [
     "upgrade",
 ]
 
-TABLES = frozenset({*Base.metadata.tables, "sqlatasks_alembic_version"})
+TABLES = frozenset({*(t.name for t in Base.metadata.tables.values()), "sqlatasks_alembic_version"})
 """Every table sqlatasks creates (with the version table of its own alembic history)."""
 
 # Offline, the version each migration context's script has reached so far.
@@ -67,9 +74,12 @@ def upgrade(version: int = LATEST) -> None:
     """Bring the queue table up to `version`, applying each missing step in order."""
     _check(version)
     start = _version_now(default=None)
-    for step in range(start + 1, version + 1):
+    steps = range(start + 1, version + 1)
+    _apply(_enter_schema() if steps else ())
+    for step in steps:
         _apply(_module(step).UP)
         _apply([f"COMMENT ON TABLE {TABLE_NAME} IS '{COMMENT_PREFIX}{step}'"])
+    _apply(_leave_schema(pin_functions=True) if steps else ())
     _reached(max(start, version))
 
 
@@ -77,10 +87,13 @@ def downgrade(version: int = 0) -> None:
     """Take the queue table down to `version` (0 removes it), undoing each step in order."""
     _check(version)
     start = _version_now(default=LATEST)
-    for step in range(start, version, -1):
+    steps = range(start, version, -1)
+    _apply(_enter_schema() if steps else ())
+    for step in steps:
         _apply(_module(step).DOWN)
         if step > 1:
             _apply([f"COMMENT ON TABLE {TABLE_NAME} IS '{COMMENT_PREFIX}{step - 1}'"])
+    _apply(_leave_schema(pin_functions=False) if steps else ())
     _reached(min(start, version))
 
 
@@ -144,6 +157,42 @@ def include_object(
     table = obj if type_ == "table" else getattr(obj, "table", None)
     table_name: str | quoted_name | None = getattr(table, "name", None)
     return table_name is None or str(table_name) not in TABLES
+
+
+def _enter_schema() -> list[str]:
+    """Statements that make the unqualified steps act in SCHEMA (none without one)."""
+    if SCHEMA is None:
+        return []
+    return [
+        f'CREATE SCHEMA IF NOT EXISTS "{SCHEMA}"',
+        # Kept in a setting of our own, not in Python: an offline script must restore it too.
+        "SELECT set_config('sqlatasks.search_path', current_setting('search_path'), false)",
+        # The schema alone: no step can create anything in, or find anything of, another.
+        f'SET search_path TO "{SCHEMA}"',
+    ]
+
+
+def _leave_schema(*, pin_functions: bool) -> list[str]:
+    """Back to the caller's search_path; after an upgrade, every sqlatasks function in SCHEMA
+    without a search_path of its own gets one, so that a caller whose search_path lacks the
+    schema (the application's sessions, the runner) still finds the tables they name."""
+    if SCHEMA is None:
+        return []
+    pin = f"""
+DO $$
+DECLARE f regprocedure;
+BEGIN
+    FOR f IN SELECT p.oid FROM pg_proc AS p
+             WHERE p.pronamespace = '"{SCHEMA}"'::regnamespace
+               AND p.proname LIKE 'sqlatasks\\_%' AND p.proconfig IS NULL
+    LOOP
+        EXECUTE format('ALTER FUNCTION %s SET search_path = pg_catalog, %I, pg_temp',
+                       f, '{SCHEMA}');
+    END LOOP;
+END;
+$$"""
+    restore = "SELECT set_config('search_path', current_setting('sqlatasks.search_path'), false)"
+    return [pin, restore] if pin_functions else [restore]
 
 
 def _version_now(*, default: int | None) -> int:

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import TextClause
 
 from sqlatasks import rows
-from sqlatasks.models import QUEUES_TABLE_NAME, TABLE_NAME
+from sqlatasks.models import KEY_ADMITS_FUNCTION, QUEUE_ROOM_FUNCTION, QUEUES_TABLE_NAME, TABLE_NAME
 
 
 def _claim(queue_filter: str, limit: str = ":limit") -> TextClause:
@@ -39,7 +39,7 @@ WITH due AS MATERIALIZED (
     -- after the row lock: a full key is skipped, not waited on, so it blocks no other row.
     -- Unkeyed rows never call the function.
     WHERE concurrency_key IS NULL
-       OR sqlatasks_key_admits(concurrency_key, concurrency_limit, :token)
+       OR {KEY_ADMITS_FUNCTION}(concurrency_key, concurrency_limit, :token)
     LIMIT {limit}
 )
 UPDATE {TABLE_NAME} AS t
@@ -64,7 +64,7 @@ _CLAIM_EXCEPT = _claim("AND queue <> ALL(CAST(:excluded AS text[]))")
 # across every runner, starts per second), computed once, before the scan, under its row lock.
 _CLAIM_LIMITED = _claim(
     "AND queue = CAST(:queue AS text)",
-    limit="least(:limit, sqlatasks_queue_room(CAST(:queue AS text), :limit))",
+    limit=f"least(:limit, {QUEUE_ROOM_FUNCTION}(CAST(:queue AS text), :limit))",
 )
 
 

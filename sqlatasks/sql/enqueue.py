@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from sqlatasks import errors, rows
-from sqlatasks.models import TABLE_NAME
+from sqlatasks.models import SCHEMA, TABLE_NAME, QueuedTask
 
 COPY_COLUMNS = ("task_name", "queue", "priority", "max_attempts", "payload")
 
@@ -45,7 +45,10 @@ async def task_copy(session: AsyncSession, records: Records, batch: rows.Batch) 
     name = conn.dialect.driver
     if name == "asyncpg":
         await driver.copy_records_to_table(
-            TABLE_NAME, records=records(scheduled_at), columns=columns
+            QueuedTask.__tablename__,
+            schema_name=SCHEMA,  # asyncpg quotes both names itself
+            records=records(scheduled_at),
+            columns=columns,
         )
     elif name in PSYCOPG:
         async with driver.cursor() as cursor, cursor.copy(_copy_from_stdin(columns)) as copy:
