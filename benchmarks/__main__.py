@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 from collections.abc import Callable, Coroutine, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from benchmarks import (
     enqueue_bulk,
     enqueue_drivers,
     enqueue_single,
+    finished_size,
     flow_cost,
     hosts,
     latency,
@@ -23,6 +25,7 @@ from benchmarks import (
     notify_cost,
     process,
     report,
+    retention_cost,
     unique_cost,
     unlogged,
 )
@@ -43,6 +46,8 @@ SCENARIOS: dict[str, Scenario] = {
     "unlogged": unlogged.run,
     "unique_cost": unique_cost.run,
     "flow_cost": flow_cost.run,
+    "retention_cost": retention_cost.run,
+    "finished_size": finished_size.run,
 }
 
 
@@ -59,6 +64,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=Path,
         default=report.RESULTS,
         help="folder for the JSON files (default: benchmarks/results)",
+    )
+    parser.add_argument(
+        "--minutes",
+        type=float,
+        default=finished_size.MINUTES,
+        help=f"how long finished_size churns (default {finished_size.MINUTES:g})",
     )
     parser.add_argument(
         "scenario",
@@ -86,7 +97,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 **report.environment(),
             }
             for name in names:
-                rows = asyncio.run(SCENARIOS[name](url, args.quick))
+                scenario = SCENARIOS[name]
+                if name == "finished_size":
+                    scenario = partial(finished_size.run, minutes=args.minutes)
+                rows = asyncio.run(scenario(url, args.quick))
                 report.print_table(name, rows, quick=args.quick, facts=facts)
                 path = report.write_json(
                     name, rows, quick=args.quick, facts=facts, folder=args.results

@@ -221,6 +221,10 @@ async def _command(session: AsyncSession, args: argparse.Namespace) -> Any:
             shown = tables.Record(dataclasses.asdict(found))
             if not args.payload:
                 del shown["payload"]
+            progress = shown.pop("progress") or {}  # flat: one line each in the table
+            shown["progress"] = progress.get("value")
+            shown["progress_at"] = progress.get("reported_at")
+            shown["progress_attempt"] = progress.get("attempt")
             return shown
         case "failed":
             return await operations.failed_tasks(

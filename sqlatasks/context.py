@@ -1,16 +1,30 @@
-"""What a running task may know about its own execution: `current_task()`.
+"""What a running task may know about its own execution, and tell: `current_task()`.
 
 Set by the execution of each claimed task (in the runner and in `sqlatasks.testing`), for the
 task's own async context only; concurrent tasks in one worker each see their own.
+`current_task().report(value)` records a small progress value that `get_task` shows
+(docs/status.md#progress).
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
+
+import pydantic_core
+
+from sqlatasks import errors, payloads
+
+PROGRESS_LIMIT = 2048
+"""Bytes at most of one progress value written as JSON (UTF-8): progress is a small status
+("step 3 of 5", a percentage, a few counters), not output; a result holds output."""
+PROGRESS_PERIOD = 2.0
+"""Seconds at least between two progress writes of one worker, hence of one task: what a task
+reports in between replaces what it reported before (the last value wins)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +39,36 @@ class TaskRun:
     max_attempts: int | None
     lease_token: uuid.UUID
     """Fresh for every claim: two executions of one task never share it."""
+    on_report: Callable[[str], None] | None = field(default=None, repr=False, compare=False)
+    """Takes what `report` accepted, as JSON text: the worker's lease keeper, or
+    `run_pending`; None (a TaskRun built by hand) checks reports and drops them."""
+
+    def report(self, value: Any) -> None:
+        """Record `value` as this task's progress, for `get_task(...).progress` to show.
+
+        `value` is anything pydantic writes as JSON (a model, a dict, a number, a string);
+        NaN and infinities become null. Returns at once, having written nothing: the worker
+        writes the latest value at most once every PROGRESS_PERIOD seconds, beside its lease
+        renewals, and only while this attempt holds the task's lease. A value reported less
+        than PROGRESS_PERIOD before the task ends may never be written (the task's outcome
+        says how it ended). Raises ProgressError when `value` is not JSON, holds a NUL
+        character (PostgreSQL's jsonb refuses it), or is longer than PROGRESS_LIMIT bytes.
+        """
+        try:
+            encoded = pydantic_core.to_json(value, inf_nan_mode="null")
+        except pydantic_core.PydanticSerializationError as exc:
+            raise errors.ProgressError(task_name=self.task_name, problem=str(exc)) from None
+        if len(encoded) > PROGRESS_LIMIT:
+            problem = f"{len(encoded)} bytes of JSON, over the limit of {PROGRESS_LIMIT}"
+            raise errors.ProgressError(task_name=self.task_name, problem=problem)
+        text = encoded.decode()
+        nul = payloads.nul_path(text)
+        if nul is not None:
+            where = "the value" if nul == "the payload" else nul
+            problem = f"a NUL character (\\x00) in {where}, which PostgreSQL cannot store in JSON"
+            raise errors.ProgressError(task_name=self.task_name, problem=problem)
+        if self.on_report is not None:
+            self.on_report(text)
 
 
 _current: ContextVar[TaskRun] = ContextVar("sqlatasks_current_task")

@@ -84,6 +84,8 @@ class Dispatcher:
         self._transactions = transactions
         self._running: dict[int, Running] = {}
         self._wakeup = Wakeup()
+        self.reported = Wakeup()
+        """Set when a running task reports progress: wakes the lease keeper's progress write."""
         self._stopping = False
         self.stop_reason: str | None = None
         """Why `stop()` was first called; None when the run ended by itself (burst)."""
@@ -173,7 +175,9 @@ class Dispatcher:
                 await self._wakeup.wait(delay)
                 continue
             for task in claimed:
-                lease = leases.first_trust(self._policy.lease, self._policy.check_interval, sent)
+                lease = leases.first_trust(
+                    self._policy.lease, self._policy.check_interval, sent, self.reported
+                )
                 running = self._running[task.id] = Running(task, limits, lease=lease)
                 slots.put(running)
             if len(claimed) == sum(limit for _, limit in plan):
@@ -272,7 +276,11 @@ class Dispatcher:
                 running.deadline = deadline
 
             outcome = await execution.execute(
-                claimed, running.limits, self._transactions, on_start=started
+                claimed,
+                running.limits,
+                self._transactions,
+                on_start=started,
+                on_report=running.lease.report,
             )
         # A session task whose commit was under way when the cancel came is done: keep that.
         elsewhere = isinstance(outcome, outcomes.WRITTEN_ELSEWHERE)

@@ -6,6 +6,7 @@
     ├── ScheduleError            periodic() was given a schedule no runner could fire
     ├── InvalidOption            enqueue() was given an option no task could be queued with
     ├── PayloadError             a payload of the wrong model, or one its model rejects
+    ├── ProgressError            report() was given a value that cannot be stored as progress
     ├── TaskNotRegistered        a row names no task that this process may run
     │   └── TaskUnknown          …because nothing here registers that name: it waits
     ├── ConfigurationError       a setting is invalid, or the database cannot be reached
@@ -75,6 +76,16 @@ class PayloadError(SqlatasksError, ValueError):
         self.task_name = task_name
         self.problem = problem
         super().__init__(f"invalid payload for task {task_name!r}: {problem}")
+
+
+class ProgressError(SqlatasksError, ValueError):
+    """`current_task().report(value)` was given a value that is not JSON, holds a NUL
+    character, or is larger than the limit once written as JSON."""
+
+    def __init__(self, *, task_name: str, problem: str) -> None:
+        self.task_name = task_name
+        self.problem = problem
+        super().__init__(f"task {task_name!r} cannot report this progress: {problem}")
 
 
 class TaskNotRegistered(SqlatasksError, LookupError):

@@ -51,17 +51,19 @@ async def execute(
     limits: Limits,
     transactions: RunInTransaction,
     on_start: Callable[[float], None] | None = None,
+    on_report: Callable[[str], None] | None = None,
 ) -> Outcome:
     """Run `claimed` and return its outcome; only shutdown's cancellation escapes.
 
     The steps: refuse an attempt past the limit, resolve the task and its payload, run it
     under its time limit, and turn what happened into an Outcome. A session task runs through
     `transactions`. `on_start(deadline)` is told when the task's time runs out (anyio's
-    clock), just before it runs. Every outcome is logged (DEBUG; a failure at WARNING or
+    clock), just before it runs; `on_report(json_text)` takes its progress reports
+    (`TaskRun.on_report`). Every outcome is logged (DEBUG; a failure at WARNING or
     ERROR by the dispatcher) and reported to the hooks' end, retry and park events.
     """
     started = time.perf_counter()
-    outcome = await _steps(claimed, limits, transactions, on_start)
+    outcome = await _steps(claimed, limits, transactions, on_start, on_report)
     reporting.report(outcome, time.perf_counter() - started)
     return outcome
 
@@ -71,6 +73,7 @@ async def _steps(
     limits: Limits,
     transactions: RunInTransaction,
     on_start: Callable[[float], None] | None,
+    on_report: Callable[[str], None] | None,
 ) -> Outcome:
     if attempts.lost_before(claimed.attempts, claimed.max_attempts):
         # Claimed again after a lease ran out (its worker died mid-attempt): never run past
@@ -85,7 +88,8 @@ async def _steps(
     ends = now + limit
     if on_start is not None:
         on_start(ends)
-    ran = await _perform(claimed, task, payload, transactions, ends, _keeping(task, limits, now))
+    keep = _keeping(task, limits, now)
+    ran = await _perform(claimed, task, payload, transactions, ends, keep, on_report)
     # First: a commit that went through is final, even if the deadline passed while it ran.
     if ran.committed is not None:
         return Committed(claimed) if ran.committed else LeaseLost(claimed)
@@ -165,6 +169,7 @@ async def _perform(
     transactions: RunInTransaction,
     deadline: float,
     keep: Callable[[Any], Keep | None],
+    on_report: Callable[[str], None] | None,
 ) -> _Ran:
     run = TaskRun(
         id=claimed.id,
@@ -173,6 +178,7 @@ async def _perform(
         attempt=claimed.attempts,
         max_attempts=claimed.max_attempts,
         lease_token=claimed.lease_token,
+        on_report=on_report,
     )
     committed: bool | None = None
     raised: BaseException | None = None

@@ -54,6 +54,21 @@ class Finished:
 
 
 @dataclass(frozen=True, slots=True)
+class Progress:
+    """The last progress value a task reported (`current_task().report(...)`) and a worker
+    wrote, as `get_task()` shows it."""
+
+    value: Any
+    """The decoded JSON of what the task reported (a model reported comes back as a dict)."""
+    reported_at: datetime
+    """When the task reported it (the database's clock at the write, less the seconds the
+    value waited in the worker), at most `context.PROGRESS_PERIOD` before it was written."""
+    attempt: int
+    """The attempt that reported it: lower than `TaskInfo.attempts` when the task is running
+    again and its new attempt has reported nothing yet."""
+
+
+@dataclass(frozen=True, slots=True)
 class TaskInfo:
     """What is known of one task, as `get_task()` returns it (and `sqlatasks show` prints it).
 
@@ -84,6 +99,9 @@ class TaskInfo:
     registered in this process, else the decoded JSON."""
     payload: Any = None
     """Only when asked for (`get_task(..., payload=True)`): the decoded JSON."""
+    progress: Progress | None = None
+    """The last progress reported and written (docs/status.md#progress); None when none was.
+    A kept task keeps the progress it had when it left the queue."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ nothing is known: never enqueued (or not yet committed), or finished and not kep
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 import pydantic
@@ -16,18 +17,18 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from sqlatasks import errors, registry, sessions
-from sqlatasks.rows import KeptCount, TaskInfo
+from sqlatasks.rows import KeptCount, Progress, TaskInfo
 from sqlatasks.sql import status as sql
 
-__all__ = ["KeptCount", "TaskInfo", "get_task", "get_task_by_key", "kept_counts"]
+__all__ = ["KeptCount", "Progress", "TaskInfo", "get_task", "get_task_by_key", "kept_counts"]
 
 
 @sessions.async_only
 async def get_task(
     session: AsyncSession, task_id: int, *, payload: bool = False
 ) -> TaskInfo | None:
-    """The task's state, attempts, last error, times, worker and (when kept) result; None
-    when nothing is known of it. The payload only with `payload=True`."""
+    """The task's state, attempts, last error, times, worker, last progress and (when kept)
+    result; None when nothing is known of it. The payload only with `payload=True`."""
     return await read(await session.connection(), task_id, payload=payload)
 
 
@@ -58,7 +59,20 @@ def _info(row: Row[Any]) -> TaskInfo:
     fields["enqueued_at"] = fields.pop("created_at")
     fields["result"] = _result(fields["task_name"], fields["result"])
     fields["payload"] = None if fields["payload"] is None else json.loads(fields["payload"])
+    fields["progress"] = _progress(fields["progress"])
     return TaskInfo(**fields)
+
+
+def _progress(text: str | None) -> Progress | None:
+    """The stored progress object (schema version 7) as a record."""
+    if text is None:
+        return None
+    stored = json.loads(text)
+    return Progress(
+        value=stored["value"],
+        reported_at=datetime.fromisoformat(stored["reported_at"]),
+        attempt=stored["attempt"],
+    )
 
 
 def _result(task_name: str, text: str | None) -> Any:

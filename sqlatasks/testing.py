@@ -19,11 +19,12 @@ deletes its row: released when it returns, rolled back when it fails.
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import TypeVar
 
 import pydantic
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from sqlatasks import completer, execution, sessions, tasks, transactions
 from sqlatasks.execution import Limits
@@ -78,6 +79,9 @@ async def run_pending(
     the runner would. Pending ORM objects are flushed first, so `session.add(enqueue(...))`
     without a commit is seen. Finished tasks are kept (for `get_task`, with their results) as
     their `@task(keep=...)` says, else for `keep` seconds, like the runner's --keep.
+    `current_task().report(...)` works: the last value a task reported is written when it
+    ends, before its outcome (a runner writes it while the task runs, at most once every
+    `context.PROGRESS_PERIOD`), so `get_task` shows it on a retried, parked or kept task.
     """
     await session.flush()
     conn = await session.connection()
@@ -108,10 +112,32 @@ async def run_pending(
         )
         if not claimed:
             break
-        batch = [await execution.execute(task, limits, in_savepoint) for task in claimed]
+        batch = [await _execute(conn, task, limits, in_savepoint) for task in claimed]
         await completer.write_outcomes(conn, batch)
         outcomes.extend(batch)
     return outcomes
+
+
+async def _execute(
+    conn: AsyncConnection,
+    claimed: ClaimedTask,
+    limits: Limits,
+    in_savepoint: transactions.RunInTransaction,
+) -> Outcome:
+    """Run one task; write the last progress it reported, if any, before its outcome (no
+    writer runs beside the task in this process, so the runner's rate limit has nothing to
+    limit, and its last value is never dropped)."""
+    last: list[tuple[str, float]] = []
+
+    def report(text: str) -> None:
+        last[:] = [(text, time.monotonic())]
+
+    outcome = await execution.execute(claimed, limits, in_savepoint, on_report=report)
+    if last:
+        text, at = last[0]
+        reports = [(claimed.id, claimed.lease_token, text, time.monotonic() - at)]
+        await claim.task_progress(conn, reports)  # nothing if a session task deleted its row
+    return outcome
 
 
 @sessions.async_only

@@ -251,6 +251,7 @@ async def serve(parts: Parts, settings: Settings, heartbeat_file: Path) -> None:
                 lease=settings.lease,
                 check_interval=settings.check_interval,
                 held=partial(dispatcher.leased, attempts.overdue_grace(settings.check_interval)),
+                reported=dispatcher.reported,
             )
         )
         if settings.notify:

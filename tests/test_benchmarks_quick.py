@@ -18,7 +18,7 @@ import pytest
 from benchmarks.__main__ import SCENARIOS
 from tests.conftest import ROOT
 
-DRAINED = {"process", "latency", "churn", "unlogged"}
+DRAINED = {"process", "latency", "churn", "unlogged", "retention_cost", "finished_size"}
 """Scenarios that queue tasks for the runner and wait for every one of them to run."""
 
 

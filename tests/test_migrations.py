@@ -105,8 +105,16 @@ async def test_downgrade_to_v1_and_back(db_url: str, engine: AsyncEngine) -> Non
     assert up.returncode == 0, up.stderr
     comment, columns, functions = await state()
     assert comment == f"sqlatasks schema version {SCHEMA_VERSION}"
-    assert columns[-5:-2] == ["unique_key", "on_duplicate", "duplicate_of"]
-    assert columns[-2:] == ["concurrency_key", "concurrency_limit"]  # v5
+    # Each version's columns, in the order the versions added them (later versions append).
+    v2 = columns.index("unique_key")
+    assert columns[v2 : v2 + 6] == [
+        "unique_key",
+        "on_duplicate",
+        "duplicate_of",
+        "concurrency_key",  # v5
+        "concurrency_limit",
+        "progress",  # v7
+    ]
     assert functions == [
         "sqlatasks_finished_notify",  # v4
         "sqlatasks_key_admits",  # v5

@@ -7,6 +7,7 @@ def test_all_is_the_public_api_sorted() -> None:
         "GiveUp",
         "InvalidOption",
         "PayloadError",
+        "ProgressError",
         "QueuedTask",
         "Schedule",
         "ScheduleError",

@@ -1,5 +1,5 @@
-"""The worker's claim: lease due tasks in one statement, renew the leases of running ones, give
-back a claim whose answer was lost.
+"""The worker's claim: lease due tasks in one statement, renew the leases of running ones (and
+write their progress under those leases), give back a claim whose answer was lost.
 
 A claim writes a fresh lease token to every row it takes; see `sqlatasks.sql` for the lease
 rules that every later write follows.
@@ -189,6 +189,60 @@ async def task_renew(
     for task_id, was_renewed in await conn.execute(_RENEW, parameters):
         (renewed if was_renewed else busy).add(task_id)
     return renewed, busy
+
+
+_PROGRESS = text(f"""
+-- the latest progress of running tasks, each written only under the lease that reported it
+WITH ours AS (
+    SELECT * FROM unnest(CAST(:ids AS bigint[]), CAST(:tokens AS uuid[]),
+                         CAST(:values AS text[]), CAST(:ages AS float8[]))
+           AS ours(id, token, value, age)
+), held AS (
+    SELECT t.id FROM {TABLE_NAME} AS t
+    -- by token: an attempt whose lease passed to another claim writes nothing
+    JOIN ours ON t.id = ours.id AND t.lease_token = ours.token
+), free AS MATERIALIZED (
+    SELECT t.id FROM {TABLE_NAME} AS t JOIN ours ON t.id = ours.id
+    WHERE t.lease_token = ours.token            -- re-checked on the latest row version
+    -- SKIP LOCKED, as the renewal: never wait for a session task's finishing transaction
+    FOR UPDATE OF t SKIP LOCKED
+), written AS (
+    UPDATE {TABLE_NAME} AS t
+    SET progress = jsonb_build_object(
+        'value', CAST(ours.value AS jsonb),
+        -- when the task reported it (the worker's count of seconds since), not when written
+        'reported_at', now() - make_interval(secs => ours.age),
+        'attempt', t.attempts)
+    FROM free JOIN ours ON ours.id = free.id
+    WHERE t.id = free.id
+    RETURNING t.id
+)
+SELECT held.id, written.id IS NOT NULL AS written
+FROM held LEFT JOIN written ON written.id = held.id
+""")
+
+
+async def task_progress(
+    conn: AsyncConnection, reports: Sequence[tuple[int, uuid.UUID, str, float]]
+) -> tuple[set[int], set[int]]:
+    """Write each (id, token, JSON text, seconds since it was reported) as its task's
+    progress, in one statement, where `token` still holds the task's lease.
+
+    Returns the ids (written, busy), as `task_renew` does: busy rows are locked by another
+    transaction and were left as they are; a task in neither is gone (finished, or its lease
+    passed to another claim).
+    """
+    parameters = {
+        "ids": [r[0] for r in reports],
+        "tokens": [r[1] for r in reports],
+        "values": [r[2] for r in reports],
+        "ages": [r[3] for r in reports],
+    }
+    written: set[int] = set()
+    busy: set[int] = set()
+    for task_id, was_written in await conn.execute(_PROGRESS, parameters):
+        (written if was_written else busy).add(task_id)
+    return written, busy
 
 
 _HELD_BY = text(f"""

@@ -48,14 +48,14 @@ async def task_finish(conn: AsyncConnection, task_id: int, token: uuid.UUID) -> 
 # The columns a kept task carries from its queue row to the finished-tasks table.
 _KEPT_INSERT = f"""
 INSERT INTO {FINISHED_TABLE_NAME} (id, task_name, queue, state, payload, result, attempts,
-    max_attempts, last_error, unique_key, worker, created_at, started_at, keep_until)
+    max_attempts, last_error, unique_key, worker, created_at, started_at, keep_until, progress)
 SELECT id, task_name, queue, state, payload, CAST(result AS jsonb), attempts, max_attempts,
        last_error, unique_key, locked_by, created_at,
-       now() - make_interval(secs => ran_for), now() + make_interval(secs => keep)
+       now() - make_interval(secs => ran_for), now() + make_interval(secs => keep), progress
 FROM done
 """
 _DONE_COLUMNS = """t.id, t.task_name, t.queue, t.payload, t.attempts, t.max_attempts,
-       t.last_error, t.unique_key, t.locked_by, t.created_at"""
+       t.last_error, t.unique_key, t.locked_by, t.created_at, t.progress"""
 
 _ACK_KEPT = text(f"""
 -- finished (or cancelled) tasks that are kept: out of the queue, into the finished table, in

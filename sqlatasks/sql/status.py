@@ -26,13 +26,14 @@ SELECT id,
        task_name, queue, attempts, max_attempts, last_error, unique_key, created_at,
        scheduled_at, NULL::timestamptz AS started_at, failed_at AS finished_at,
        CASE WHEN locked_until >= now() THEN locked_by END AS worker,
-       NULL::text AS result, CASE WHEN CAST(:payload AS boolean) THEN payload::text END AS payload
+       NULL::text AS result, CASE WHEN CAST(:payload AS boolean) THEN payload::text END AS payload,
+       progress::text AS progress
 FROM {TABLE_NAME}
 WHERE {{queue_where}}
 UNION ALL
 SELECT id, state, task_name, queue, attempts, max_attempts, last_error, unique_key,
        created_at, NULL, started_at, finished_at, worker, result::text,
-       CASE WHEN CAST(:payload AS boolean) THEN payload::text END
+       CASE WHEN CAST(:payload AS boolean) THEN payload::text END, progress::text
 FROM {FINISHED_TABLE_NAME}
 WHERE {{finished_where}}
 """
@@ -53,7 +54,8 @@ _GET_BY_KEY = text(
 
 
 async def task_get(conn: AsyncConnection, task_id: int, *, payload: bool) -> Row[Any] | None:
-    """The task's row as `rows.TaskInfo`'s fields, result and payload as JSON text; or None."""
+    """The task's row as `rows.TaskInfo`'s fields, result, payload and progress as JSON text;
+    or None."""
     return (await conn.execute(_GET, {"id": task_id, "payload": payload})).first()
 
 

@@ -161,6 +161,11 @@ class Views:
         body = h.table(["field", "value"], fields, empty="")
         if info.last_error:
             body += f'<h2>Error</h2><pre id="error">{h.esc(info.last_error)}</pre>'
+        if info.progress is not None:
+            p = info.progress
+            said = f"attempt {p.attempt}, reported {p.reported_at.isoformat(sep=' ')}"
+            body += f'<h2>Progress</h2><pre id="progress">{h.esc(_json(p.value))}</pre>'
+            body += f'<p class="note">{h.esc(said)}</p>'
         if info.result is not None:
             body += f"<h2>Result</h2><pre>{h.esc(_json(info.result))}</pre>"
         if show_payload:
