@@ -39,7 +39,7 @@ FINISHED_TABLE_NAME = "sqlatasks_finished"
 CONCURRENCY_KEY_INDEX_NAME = "sqlatasks_tasks_concurrency_key_idx"
 PARKED_INDEX_NAME = "sqlatasks_tasks_parked_idx"
 QUEUES_TABLE_NAME = "sqlatasks_queues"
-SCHEMA_VERSION = 6  # the migration version this mapping matches
+SCHEMA_VERSION = 7  # the migration version this mapping matches
 SCHEMA_COMMENT_PREFIX = "sqlatasks schema version "
 
 
@@ -119,6 +119,9 @@ class QueuedTask(Base):
     concurrency_key: Mapped[str | None] = mapped_column(Text)
     """At most `concurrency_limit` tasks with this key run at once, across every runner."""
     concurrency_limit: Mapped[int | None] = mapped_column(Integer)
+    progress: Mapped[Any | None] = mapped_column(JSONB)
+    """The last progress value its attempt reported (schema version 7; see
+    `sqlatasks.context.TaskRun.report`): {"value", "reported_at", "attempt"}, or None."""
 
     def __repr__(self) -> str:
         return f"<QueuedTask id={self.id} {self.task_name} queue={self.queue!r}>"
@@ -169,6 +172,8 @@ class FinishedTask(Base):
         TIMESTAMP(timezone=True), server_default=func.now()
     )
     keep_until: Mapped[datetime] = mapped_column(TIMESTAMP(timezone=True))
+    progress: Mapped[Any | None] = mapped_column(JSONB)
+    """Its last progress as it left the queue (schema version 7)."""
 
 
 Index("sqlatasks_finished_keep_until_idx", FinishedTask.keep_until)
