@@ -25,6 +25,9 @@ class TaskRun:
     max_attempts: int | None
     lease_token: uuid.UUID
     """Fresh for every claim: two executions of one task never share it."""
+    trace_context: str | None = None
+    """The OpenTelemetry context its enqueue recorded (JSON text of the propagator's carrier,
+    schema version 8), or None; `sqlatasks.tracing.middleware` continues that trace."""
 
 
 _current: ContextVar[TaskRun] = ContextVar("sqlatasks_current_task")

@@ -173,6 +173,7 @@ async def _perform(
         attempt=claimed.attempts,
         max_attempts=claimed.max_attempts,
         lease_token=claimed.lease_token,
+        trace_context=claimed.trace_context,
     )
     committed: bool | None = None
     raised: BaseException | None = None
