@@ -50,11 +50,11 @@ from sqlalchemy.ext.asyncio import (
 
 from benchmarks import database, measure, process
 from benchmarks.noop import Nothing, Stamp, noop, stamp
-from sqlatasks import enqueue, enqueue_many
+from sqlatasks import enqueue, enqueue_many, tracing
 from sqlatasks.sql import claim, outcomes
 
-TASKS, QUICK_TASKS = 20_000, 2_000
-PICKUPS, QUICK_PICKUPS = 200, 40
+TASKS, QUICK_TASKS = 10_000, 2_000
+PICKUPS, QUICK_PICKUPS = 100, 40
 ROUNDS, QUICK_ROUNDS = 2, 1
 VARIANTS = ("off", "metrics", "tracing", "metrics and tracing")
 ENQUEUES = 20_000
@@ -223,7 +223,13 @@ async def _claim(
 
 
 def _enqueue_rows() -> list[measure.Row]:
-    """`enqueue()` (no database) without a provider, then with the SDK's (a `send` span each)."""
+    """`enqueue()` (no database) as without the extra, with it and no provider, then with the
+    SDK's provider (a `send` span each)."""
+    tracing.AVAILABLE = False  # as if opentelemetry were not installed
+    try:
+        without = _time_enqueues()
+    finally:
+        tracing.AVAILABLE = True
     untraced = _time_enqueues()
     provider = TracerProvider()
     provider.add_span_processor(BatchSpanProcessor(_Discard()))  # as benchmarks.otel_setup
@@ -233,9 +239,10 @@ def _enqueue_rows() -> list[measure.Row]:
     finally:
         _set_provider(None)
         provider.shutdown()
-    base = "enqueue(), no tracer provider"
+    base = "enqueue(), without the otel extra"
     return [
-        measure.Row(base, ENQUEUES, tuple(untraced)),
+        measure.Row(base, ENQUEUES, tuple(without)),
+        measure.Row("enqueue(), the extra, no tracer provider", ENQUEUES, tuple(untraced), (base,)),
         measure.Row("enqueue(), SDK provider (a send span each)", ENQUEUES, tuple(traced), (base,)),
     ]
 

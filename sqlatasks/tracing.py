@@ -176,6 +176,8 @@ def _send(queue: str, task_name: str) -> dict[str, str]:
 
 def _carrier() -> str | None:
     """The current context as the global propagator writes it, in JSON; None when empty."""
+    if not otel_context.get_current():
+        return None  # an empty context (no span, no baggage): nothing to propagate, and fast
     carrier: dict[str, str] = {}
     try:
         propagate.inject(carrier)
