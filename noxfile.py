@@ -19,14 +19,14 @@ def _group(name: str) -> list[str]:
 @nox.session
 def tests(session: nox.Session) -> None:
     """The test suite against a real PostgreSQL (throwaway unless SQLATASKS_TEST_DATABASE_URL)."""
-    session.install("-e", ".[embedded,web,psycopg,dashboard,uvloop]", *_group("test"))
+    session.install("-e", ".[embedded,web,psycopg,dashboard,uvloop,otel]", *_group("test"))
     session.run("pytest", *session.posargs)
 
 
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff check, ruff format --check, and mypy --strict on the package and its tests."""
-    session.install("-e", ".[embedded,web,dashboard,uvloop]", *_group("lint"))
+    session.install("-e", ".[embedded,web,dashboard,uvloop,otel]", *_group("lint"))
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("mypy", "--strict", "sqlatasks", "tests")

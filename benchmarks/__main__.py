@@ -23,6 +23,7 @@ from benchmarks import (
     latency,
     measure,
     notify_cost,
+    observe_cost,
     process,
     report,
     retention_cost,
@@ -48,6 +49,7 @@ SCENARIOS: dict[str, Scenario] = {
     "flow_cost": flow_cost.run,
     "retention_cost": retention_cost.run,
     "finished_size": finished_size.run,
+    "observe_cost": observe_cost.run,
 }
 
 

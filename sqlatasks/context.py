@@ -43,6 +43,10 @@ class TaskRun:
     """Takes what `report` accepted, as JSON text: the worker's lease keeper, or
     `run_pending`; None (a TaskRun built by hand) checks reports and drops them."""
 
+    trace_context: str | None = None
+    """The OpenTelemetry context its enqueue recorded (JSON text of the propagator's carrier,
+    schema version 8), or None; `sqlatasks.tracing.middleware` continues that trace."""
+
     def report(self, value: Any) -> None:
         """Record `value` as this task's progress, for `get_task(...).progress` to show.
 

@@ -8,6 +8,7 @@ Both take an `AsyncSession` or a synchronous `Session` (docs/drivers.md).
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
+from dataclasses import replace
 from datetime import datetime, timedelta
 from itertools import islice
 from typing import Any, Literal, TypeVar, get_args, overload
@@ -17,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_scoped_session
 from sqlalchemy.orm import Session, scoped_session
 from sqlalchemy.sql.elements import ColumnElement
 
-from sqlatasks import definition, errors, hooks, registry, rows, tasks
+from sqlatasks import batches, definition, errors, hooks, registry, rows, tasks, tracing
 from sqlatasks.models import QueuedTask
 from sqlatasks.sql import enqueue as sql
 
@@ -79,6 +80,8 @@ def enqueue(
     scheduled_at = _scheduled_at(delay, run_at)
     if scheduled_at is not None:
         row.scheduled_at = scheduled_at
+    if (context := tracing.enqueue_context(row.queue, row.task_name)) is not None:
+        row.trace_context = context  # else unset: the INSERT is the one it was before v8
     hooks.emit(hooks.Event("enqueue", row.task_name, row.queue))
     return row
 
@@ -171,14 +174,18 @@ async def _enqueue_many(
     payloads: Iterable[PayloadT | Mapping[str, Any]],
     key_of: Callable[[PayloadT], str | None] | None,
 ) -> int:
-    if key_of is not None:
-        added = 0
-        for chunk in _keyed_chunks(task, payloads, key_of):
-            added += await sql.task_insert_keyed(session, chunk, batch)
+    with tracing.sending_batch(batch.queue, batch.task_name) as sending:
+        batch = replace(batch, trace_context=sending.carrier)
+        if key_of is None:
+            records = batches.Records(task, batch, payloads)
+            await sql.task_copy(session, records, batch)
+            added = records.count
+        else:
+            added = 0
+            for chunk in _keyed_chunks(task, payloads, key_of):
+                added += await sql.task_insert_keyed(session, chunk, batch)
+        sending.sent(added)
         return added
-    records = _Records(task, batch, payloads)
-    await sql.task_copy(session, records, batch)
-    return records.count
 
 
 def _enqueue_many_sync(
@@ -188,43 +195,19 @@ def _enqueue_many_sync(
     payloads: Iterable[PayloadT | Mapping[str, Any]],
     key_of: Callable[[PayloadT], str | None] | None,
 ) -> int:
-    if key_of is not None:
-        return sum(
-            sql.task_insert_keyed_sync(session, chunk, batch)
-            for chunk in _keyed_chunks(task, payloads, key_of)
-        )
-    records = _Records(task, batch, payloads)
-    sql.task_copy_sync(session, records, batch)
-    return records.count
-
-
-class _Records:
-    """A batch's COPY rows, validated and counted as the driver reads them."""
-
-    def __init__(
-        self,
-        task: tasks.Task[Any],
-        batch: rows.Batch,
-        payloads: Iterable[Any],
-    ) -> None:
-        self._task = task
-        self._fixed = (batch.task_name, batch.queue, batch.priority, batch.max_attempts)
-        self._payloads = payloads
-        self.count = 0
-
-    def __call__(self, scheduled_at: datetime | None) -> Iterator[tuple[Any, ...]]:
-        tail = () if scheduled_at is None else (scheduled_at,)
-        for payload in self._payloads:
-            self.count += 1
-            try:
-                text = self._task.dump(payload)
-            except errors.PayloadError as exc:
-                exc.add_note(
-                    f"enqueue_many: payload {self.count} (counting from 1) aborted the COPY, "
-                    "and with it the transaction; roll it back"
-                )
-                raise
-            yield (*self._fixed, text, *tail)
+    with tracing.sending_batch(batch.queue, batch.task_name) as sending:
+        batch = replace(batch, trace_context=sending.carrier)
+        if key_of is None:
+            records = batches.Records(task, batch, payloads)
+            sql.task_copy_sync(session, records, batch)
+            added = records.count
+        else:
+            added = sum(
+                sql.task_insert_keyed_sync(session, chunk, batch)
+                for chunk in _keyed_chunks(task, payloads, key_of)
+            )
+        sending.sent(added)
+        return added
 
 
 def _keyed_chunks(

@@ -179,6 +179,7 @@ async def _perform(
         max_attempts=claimed.max_attempts,
         lease_token=claimed.lease_token,
         on_report=on_report,
+        trace_context=claimed.trace_context,
     )
     committed: bool | None = None
     raised: BaseException | None = None

@@ -61,7 +61,7 @@ PARKED_INDEX_NAME = "sqlatasks_tasks_parked_idx"
 QUEUES_TABLE_NAME = qualified("sqlatasks_queues")
 KEY_ADMITS_FUNCTION = qualified("sqlatasks_key_admits")  # v5: a concurrency key's room
 QUEUE_ROOM_FUNCTION = qualified("sqlatasks_queue_room")  # v5: a queue's room
-SCHEMA_VERSION = 7  # the migration version this mapping matches
+SCHEMA_VERSION = 8  # the migration version this mapping matches
 SCHEMA_COMMENT_PREFIX = "sqlatasks schema version "
 
 
@@ -146,6 +146,10 @@ class QueuedTask(Base):
     progress: Mapped[Any | None] = mapped_column(JSONB)
     """The last progress value its attempt reported (schema version 7; see
     `sqlatasks.context.TaskRun.report`): {"value", "reported_at", "attempt"}, or None."""
+    trace_context: Mapped[Any | None] = mapped_column(JsonText)
+    """The OpenTelemetry context `enqueue()` recorded (schema version 8), as the JSON text of
+    the global propagator's carrier, e.g. '{"traceparent": "00-..."}'; None when nothing was
+    traced (docs/tracing.md)."""
 
     def __repr__(self) -> str:
         return f"<QueuedTask id={self.id} {self.task_name} queue={self.queue!r}>"

@@ -113,7 +113,7 @@ class Metrics:
         )
         self.depth = prom.Gauge(
             "sqlatasks_queue_depth",
-            "Unparked tasks by state (capped)",
+            "Tasks by state: due, running, scheduled, parked (each capped)",
             ["queue", "state"],
             registry=r,
         )

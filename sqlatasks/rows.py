@@ -29,6 +29,8 @@ class ClaimedTask:
     """Attempts including this one."""
     max_attempts: int | None
     lease_token: uuid.UUID
+    trace_context: str | None = None
+    """The enqueue's trace context, JSON text (sqlatasks.tracing); None when none was kept."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +140,8 @@ class Batch:
     run_at: datetime | None
     on_duplicate: str
     """Of keyed batches: "skip" or "report"."""
+    trace_context: str | None = None
+    """The context every task of the batch records (sqlatasks.tracing), JSON text, or None."""
 
 
 @dataclass(frozen=True, slots=True)

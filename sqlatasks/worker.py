@@ -38,6 +38,7 @@ from sqlatasks import (
     poolers,
     registry,
     scheduler,
+    tracing,
     transactions,
 )
 from sqlatasks.completer import Completer
@@ -93,7 +94,11 @@ def worker_main(
 
 
 def _hooks(settings: Settings, handler: logs.RelayHandler) -> None:
-    """The runner's --middleware, and the metric events the supervisor aggregates."""
+    """Tracing when the application set a tracer provider (outermost: the --middleware run
+    inside its span), the runner's --middleware, and the metric events for the supervisor."""
+    if tracing.configured():
+        hooks.add_middleware(tracing.middleware)
+        log.info("tracing: each attempt runs in an OpenTelemetry span (docs/tracing.md)")
     for spec in settings.middleware:
         hooks.add_middleware(hooks.load(spec))
     if settings.metrics_port is not None:

@@ -49,8 +49,10 @@ SET attempts = t.attempts + 1,
     lease_token = :token
 FROM due
 WHERE t.id = due.id
--- payload as text: pydantic parses and validates it in one pass, no json.loads first
-RETURNING t.id, t.task_name, t.queue, t.payload::text AS payload, t.attempts, t.max_attempts
+-- payload as text: pydantic parses and validates it in one pass, no json.loads first;
+-- trace_context as text: parsed only by the tracing middleware, when there is one
+RETURNING t.id, t.task_name, t.queue, t.payload::text AS payload, t.attempts, t.max_attempts,
+          t.trace_context::text AS trace_context
 """)
 
 
@@ -124,6 +126,7 @@ async def task_claim(
             attempts=row.attempts,
             max_attempts=row.max_attempts,
             lease_token=token,
+            trace_context=row.trace_context,
         )
         for row in result
     ]

@@ -22,7 +22,8 @@ from sqlatasks.models import SCHEMA, TABLE_NAME, QueuedTask
 COPY_COLUMNS = ("task_name", "queue", "priority", "max_attempts", "payload")
 
 Records = Callable[[datetime | None], Iterator[tuple[Any, ...]]]
-"""A batch's rows for COPY_COLUMNS (then scheduled_at, given a due time), made as they stream."""
+"""A batch's rows for COPY_COLUMNS (then scheduled_at, given a due time, then trace_context,
+given one), made as they stream."""
 
 # SELECT now(): the due time of delayed rows, and the statement that makes the driver send
 # BEGIN before the COPY (see task_copy).
@@ -40,7 +41,7 @@ async def task_copy(session: AsyncSession, records: Records, batch: rows.Batch) 
     # Run a statement first: the asyncpg adapter sends BEGIN lazily, and a COPY issued on the
     # raw connection before it would run outside the caller's transaction and survive rollback.
     scheduled_at = _scheduled_at((await conn.execute(_NOW)).scalar_one(), batch)
-    columns = _columns(scheduled_at)
+    columns = _columns(scheduled_at, batch)
     driver: Any = (await conn.get_raw_connection()).driver_connection
     name = conn.dialect.driver
     if name == "asyncpg":
@@ -64,7 +65,7 @@ def task_copy_sync(session: Session, records: Records, batch: rows.Batch) -> Non
     # As in task_copy: the COPY must run inside the transaction that the caller's commit or
     # rollback decides (both drivers begin on the first statement; this one makes it so).
     scheduled_at = _scheduled_at(conn.execute(_NOW).scalar_one(), batch)
-    statement = _copy_from_stdin(_columns(scheduled_at))
+    statement = _copy_from_stdin(_columns(scheduled_at, batch))
     driver: Any = conn.connection.driver_connection
     name = conn.dialect.driver
     if name in PSYCOPG:
@@ -96,8 +97,9 @@ def _scheduled_at(now: datetime, batch: rows.Batch) -> datetime | None:
     return batch.run_at
 
 
-def _columns(scheduled_at: datetime | None) -> tuple[str, ...]:
-    return COPY_COLUMNS if scheduled_at is None else (*COPY_COLUMNS, "scheduled_at")
+def _columns(scheduled_at: datetime | None, batch: rows.Batch) -> tuple[str, ...]:
+    timed = () if scheduled_at is None else ("scheduled_at",)
+    return (*COPY_COLUMNS, *timed, *(() if batch.trace_context is None else ("trace_context",)))
 
 
 def _copy_from_stdin(columns: tuple[str, ...]) -> str:
@@ -153,12 +155,13 @@ class TextCopyStream:
 _INSERT_KEYED = text(f"""
 WITH added AS (
     INSERT INTO {TABLE_NAME} (task_name, queue, priority, max_attempts, scheduled_at,
-                              payload, unique_key, on_duplicate)
+                              payload, unique_key, on_duplicate, trace_context)
     SELECT :task_name, :queue, :priority, :max_attempts,
            coalesce(CAST(:run_at AS timestamptz),
                     now() + make_interval(secs => coalesce(CAST(:delay AS float8), 0))),
            CAST(row.payload AS jsonb), row.unique_key,
-           CASE WHEN row.unique_key IS NOT NULL THEN CAST(:on_duplicate AS text) END
+           CASE WHEN row.unique_key IS NOT NULL THEN CAST(:on_duplicate AS text) END,
+           CAST(:trace_context AS jsonb)
     -- ORDINALITY + ORDER BY: rows go in as given, so the first of a batch's duplicates wins
     FROM unnest(CAST(:payloads AS text[]), CAST(:keys AS text[]))
          WITH ORDINALITY AS row(payload, unique_key, n)
@@ -210,6 +213,7 @@ def _keyed_parameters(keyed: Sequence[rows.KeyedRow], batch: rows.Batch) -> dict
         "run_at": batch.run_at,
         "delay": batch.delay_seconds,
         "on_duplicate": batch.on_duplicate,
+        "trace_context": batch.trace_context,
         "payloads": [r.payload for r in keyed],
         "keys": [r.unique_key for r in keyed],
     }
