@@ -234,6 +234,7 @@ def test_listen_url_is_a_postgresql_url_and_never_echoed() -> None:
 
 def test_the_listeners_dsn_drops_what_only_sqlalchemy_understands() -> None:
     url = "postgresql+asyncpg://u@h:6432/app?prepared_statement_cache_size=0&ssl=require"
-    assert listener.asyncpg_dsn(url) == "postgresql://u@h:6432/app?ssl=require"
+    # asyncpg reads a DSN as libpq does: its `ssl` keyword argument is `sslmode` there
+    assert listener.asyncpg_dsn(url) == "postgresql://u@h:6432/app?sslmode=require"
     assert poolers.asyncpg_options(url) == {"statement_cache_size": 0}
     assert poolers.asyncpg_options("postgresql+asyncpg://u@h/app") == {}
