@@ -23,6 +23,7 @@ from benchmarks import (
     notify_cost,
     process,
     report,
+    rollup_cost,
     unique_cost,
     unlogged,
 )
@@ -43,6 +44,7 @@ SCENARIOS: dict[str, Scenario] = {
     "unlogged": unlogged.run,
     "unique_cost": unique_cost.run,
     "flow_cost": flow_cost.run,
+    "rollup_cost": rollup_cost.run,
 }
 
 
