@@ -12,7 +12,8 @@
     dashboard  the web dashboard's reads: capped, through indexes (SELECT and pg_stat_activity)
 
 The grouping follows the database privileges (docs/reliability.md, tests/test_roles.py): a
-producer needs INSERT, a worker SELECT/UPDATE/DELETE on the queue table and the periodic table (and the rollup).
+producer needs INSERT, a worker SELECT/UPDATE/DELETE on the queue table, the periodic table and
+the throughput rollup.
 
 Lease rules every write about a claimed task follows: a claim writes a fresh `lease_token`, and
 every later write (ack, fail, release, snooze, finish) names that token, so a late write from a

@@ -17,6 +17,8 @@ BAR = 10
 """Pixels per minute (a bar and its gap)."""
 HEIGHT = 100
 """Pixels of the tallest bar."""
+KEY = '<i class="key %s" aria-hidden="true"></i>'
+"""The legend's colour swatch (decorative: the words say what it means)."""
 
 
 def per_minute(now: datetime, rows: Iterable[Any], minutes: int) -> list[tuple[datetime, int, int]]:
@@ -65,7 +67,8 @@ def figure(now: datetime, rows: Sequence[Any], minutes: int) -> str:
     )
     caption = (
         f"<figcaption>Last {minutes} minutes: "
-        f'<span id="throughput-completed">{number(completed)}</span> completed, '
+        f'{KEY % "done"}<span id="throughput-completed">{number(completed)}</span> completed, '
+        f"{KEY % 'bad'}"
         f'<span id="throughput-failed" class="failed">{number(failed)}</span> failed (parked), '
         f'<span id="throughput-retried">{number(retried)}</span> retried.</figcaption>'
     )
