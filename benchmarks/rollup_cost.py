@@ -9,6 +9,9 @@ x 50, in three variants that take turns round by round:
   every 10 s and one at exit;
 - every 0.1 s: a hundred times the default's flushes, to make the flush's own cost visible.
 
+And, in this process, what counting one outcome costs (`Tally.count`, a million times): the
+only part of the rollup a task pays for, against which the drain's noise can be judged.
+
 Each row notes the workers' CPU per task (their own cost, less moved by other processes on a
 shared machine than the wall time) and the completions the rollup holds after the drain: every
 task, since each worker flushes once more at exit. Statements: one per worker per interval and
@@ -17,14 +20,22 @@ one at exit, by construction (sqlatasks/completer.py).
 
 from __future__ import annotations
 
+import time
+import uuid
+
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from benchmarks import database, measure, process
+from sqlatasks import throughput
 from sqlatasks.models import THROUGHPUT_TABLE_NAME
+from sqlatasks.outcomes import Completed
+from sqlatasks.rows import ClaimedTask
 
 TASKS, QUICK_TASKS = 30_000, 3_000
-ROUNDS, QUICK_ROUNDS = 3, 1
+COUNTS = 1_000_000
+COUNTED = "Tally.count, in process (what each task pays)"
+ROUNDS, QUICK_ROUNDS = 5, 1
 WORKERS, CONCURRENCY = 2, 50
 VARIANTS = {
     "runner --burst 2x50, rollup off": "0",
@@ -60,7 +71,7 @@ async def run(url: str, quick: bool) -> list[measure.Row]:
         expected = tasks if interval != "0" else 0
         if counted[name] != expected:
             raise SystemExit(f"benchmarks: {name!r} counted {counted[name]} of {expected}")
-    return [
+    rows = [
         measure.Row(
             name,
             tasks,
@@ -73,6 +84,20 @@ async def run(url: str, quick: bool) -> list[measure.Row]:
         )
         for name in VARIANTS
     ]
+    return [_count_cost(QUICK_ROUNDS if quick else ROUNDS), *rows]
+
+
+def _count_cost(rounds: int) -> measure.Row:
+    """The per-task side of the rollup alone: counting one outcome, a million times a round."""
+    tally = throughput.Tally("bench", interval=10)
+    outcome = Completed(ClaimedTask(1, "bench", "default", "{}", 1, None, uuid.uuid4()))
+    seconds = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(COUNTS):
+            tally.count(outcome)
+        seconds.append(time.perf_counter() - start)
+    return measure.Row(COUNTED, COUNTS, tuple(seconds))
 
 
 async def _reset(engine: AsyncEngine) -> None:
