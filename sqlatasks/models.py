@@ -120,6 +120,13 @@ class QueuedTask(Base):
     concurrency_key: Mapped[str | None] = mapped_column(Text)
     """At most `concurrency_limit` tasks with this key run at once, across every runner."""
     concurrency_limit: Mapped[int | None] = mapped_column(Integer)
+    progress: Mapped[Any | None] = mapped_column(JSONB)
+    """The last progress value its attempt reported (schema version 7; see
+    `sqlatasks.context.TaskRun.report`): {"value", "reported_at", "attempt"}, or None."""
+    trace_context: Mapped[Any | None] = mapped_column(JsonText)
+    """The OpenTelemetry context `enqueue()` recorded (schema version 8), as the JSON text of
+    the global propagator's carrier, e.g. '{"traceparent": "00-..."}'; None when nothing was
+    traced (docs/tracing.md)."""
 
     def __repr__(self) -> str:
         return f"<QueuedTask id={self.id} {self.task_name} queue={self.queue!r}>"
@@ -170,6 +177,8 @@ class FinishedTask(Base):
         TIMESTAMP(timezone=True), server_default=func.now()
     )
     keep_until: Mapped[datetime] = mapped_column(TIMESTAMP(timezone=True))
+    progress: Mapped[Any | None] = mapped_column(JSONB)
+    """Its last progress as it left the queue (schema version 7)."""
 
 
 Index("sqlatasks_finished_keep_until_idx", FinishedTask.keep_until)

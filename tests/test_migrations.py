@@ -105,8 +105,10 @@ async def test_downgrade_to_v1_and_back(db_url: str, engine: AsyncEngine) -> Non
     assert up.returncode == 0, up.stderr
     comment, columns, functions = await state()
     assert comment == f"sqlatasks schema version {SCHEMA_VERSION}"
-    assert columns[-5:-2] == ["unique_key", "on_duplicate", "duplicate_of"]
-    assert columns[-2:] == ["concurrency_key", "concurrency_limit"]  # v5
+    added = columns[columns.index("unique_key") :]  # in the order of the versions
+    assert added[:3] == ["unique_key", "on_duplicate", "duplicate_of"]
+    assert added[3:5] == ["concurrency_key", "concurrency_limit"]  # v5
+    assert added[-1] == "trace_context"  # v8
     assert functions == [
         "sqlatasks_finished_notify",  # v4
         "sqlatasks_key_admits",  # v5

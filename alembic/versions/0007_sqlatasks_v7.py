@@ -1,8 +1,8 @@
-"""PLACEHOLDER for sqlatasks schema version 7 (branch status's; replace at merge).
+"""sqlatasks schema version 7: the progress columns.
 
 Revision ID: 0007_sqlatasks_v7
 Revises: 0006_sqlatasks_v6
-Create Date: 2026-11-30
+Create Date: 2026-12-08
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
-"""PLACEHOLDER for sqlatasks schema version 8 (branch obs's; replace at merge).
+"""sqlatasks schema version 8: the trace context column.
 
 Revision ID: 0008_sqlatasks_v8
 Revises: 0007_sqlatasks_v7
-Create Date: 2026-11-30
+Create Date: 2026-12-08
 """
 
 from __future__ import annotations
