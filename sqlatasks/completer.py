@@ -139,16 +139,21 @@ class Completer:
         """Write the tally's counts once; on an error they wait for the next flush."""
         if self._tally is None:
             return
-        # Shielded and bounded: one statement, never cut half-way, never holding shutdown up.
+        # Shielded from the worker's cancellation, but bounded: after close() never past the
+        # grace the outcomes had (the counts are lost rather than the stop delayed). A statement
+        # the bound cuts goes with its connection; the counts stay in the tally.
+        limit = self._give_up_after_close
+        if self._closed_at is not None:
+            limit += self._closed_at - anyio.current_time()
         with anyio.CancelScope(shield=True):
-            with anyio.move_on_after(self._give_up_after_close) as bound:
+            with anyio.move_on_after(max(limit, 0.0)) as bound:
                 try:
                     await throughput.flush(self._tally, await self._connection.get())
                     return
                 except (SQLAlchemyError, OSError) as exc:
                     log.warning("could not write throughput counts (%s)", errors.one_line(exc))
             if bound.cancelled_caught:
-                log.warning("writing throughput counts took too long; they wait for the next")
+                log.warning("writing throughput counts timed out; kept for the next flush, if any")
             await self._connection.close()  # after an error or a statement cut half-way
 
     async def _write(self, batch: list[Outcome]) -> None:
