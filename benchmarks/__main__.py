@@ -27,6 +27,7 @@ from benchmarks import (
     process,
     report,
     retention_cost,
+    rollup_cost,
     unique_cost,
     unlogged,
 )
@@ -50,6 +51,7 @@ SCENARIOS: dict[str, Scenario] = {
     "retention_cost": retention_cost.run,
     "finished_size": finished_size.run,
     "observe_cost": observe_cost.run,
+    "rollup_cost": rollup_cost.run,
 }
 
 

@@ -11,6 +11,10 @@ each naming the lease tokens.
 Each statement stands alone (the worker's connections autocommit). A write that fails
 (connection lost, server restarting) is retried with backoff; it is idempotent, since a row
 already written no longer matches its token.
+
+With a `throughput.Tally`, every outcome submitted is also counted, and every `interval`
+seconds the counts go out on the same connection, between batches: one statement per flush,
+no connection of its own (sqlatasks.throughput).
 """
 
 from __future__ import annotations
@@ -27,10 +31,18 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from sqlalchemy.exc import DataError, IntegrityError, ProgrammingError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from sqlatasks import errors, rows
+from sqlatasks import errors, rows, throughput
 from sqlatasks.backoff import Backoff
 from sqlatasks.connection import HeldConnection
-from sqlatasks.outcomes import Completed, Deferred, Failed, Outcome, Released, Snoozed
+from sqlatasks.outcomes import (
+    WRITTEN_ELSEWHERE,
+    Completed,
+    Deferred,
+    Failed,
+    Outcome,
+    Released,
+    Snoozed,
+)
 from sqlatasks.sql import outcomes as sql
 
 log = logging.getLogger(__name__)
@@ -41,18 +53,33 @@ MAX_BATCH = 1000
 class Completer:
     """Buffers outcomes and writes them in batches until closed and drained."""
 
-    def __init__(self, engine: AsyncEngine, *, name: str, give_up_after_close: float) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        name: str,
+        give_up_after_close: float,
+        tally: throughput.Tally | None = None,
+    ) -> None:
         self._connection = HeldConnection(engine, name)
         self._give_up_after_close = give_up_after_close
-        self._send: MemoryObjectSendStream[Outcome]
-        self._receive: MemoryObjectReceiveStream[Outcome]
-        self._send, self._receive = anyio.create_memory_object_stream[Outcome](math.inf)
+        self._tally = tally
+        # None: a flush tick (every tally.interval), in line with the outcomes.
+        self._send: MemoryObjectSendStream[Outcome | None]
+        self._receive: MemoryObjectReceiveStream[Outcome | None]
+        self._send, self._receive = anyio.create_memory_object_stream[Outcome | None](math.inf)
         self._closed_at: float | None = None
         self.pending = 0
         """Outcomes submitted and not yet written (or given up on)."""
         self._written = anyio.Event()
 
     def submit(self, outcome: Outcome) -> None:
+        """Take an attempt's outcome: counted in the tally, and written unless its row was
+        written elsewhere (`outcomes.WRITTEN_ELSEWHERE`)."""
+        if self._tally is not None:
+            self._tally.count(outcome)
+        if isinstance(outcome, WRITTEN_ELSEWHERE):
+            return
         self.pending += 1
         self._send.send_nowait(outcome)
 
@@ -67,26 +94,67 @@ class Completer:
         self._send.close()
 
     async def run(self) -> None:
-        async with self._receive:
+        async with self._receive, anyio.create_task_group() as ticks:
+            if self._tally is not None:
+                ticks.start_soon(self._tick, self._tally.interval)
             try:
                 await self._drain()
+                await self._flush()  # the last counts, once every outcome is written
             finally:
+                ticks.cancel_scope.cancel()
                 await self._connection.close()
 
     async def _drain(self) -> None:
         async for first in self._receive:
-            batch = [first]
+            batch: list[Outcome] = [] if first is None else [first]
+            flush = first is None
             while len(batch) < MAX_BATCH:
                 try:
-                    batch.append(self._receive.receive_nowait())
+                    item = self._receive.receive_nowait()
                 except (anyio.WouldBlock, anyio.EndOfStream):
                     break
-            # Shielded: a batch that is being written is finished even when cancelled.
-            with anyio.CancelScope(shield=True):
-                await self._write(batch)
-            self.pending -= len(batch)
-            self._written.set()
-            self._written = anyio.Event()
+                if item is None:
+                    flush = True
+                else:
+                    batch.append(item)
+            if batch:
+                # Shielded: a batch that is being written is finished even when cancelled.
+                with anyio.CancelScope(shield=True):
+                    await self._write(batch)
+                self.pending -= len(batch)
+                self._written.set()
+                self._written = anyio.Event()
+            if flush:
+                await self._flush()
+
+    async def _tick(self, interval: float) -> None:
+        while True:
+            await anyio.sleep(interval)
+            try:
+                self._send.send_nowait(None)
+            except anyio.ClosedResourceError:
+                return
+
+    async def _flush(self) -> None:
+        """Write the tally's counts once; on an error they wait for the next flush."""
+        if self._tally is None:
+            return
+        # Shielded from the worker's cancellation, but bounded: after close() never past the
+        # grace the outcomes had (the counts are lost rather than the stop delayed). A statement
+        # the bound cuts goes with its connection; the counts stay in the tally.
+        limit = self._give_up_after_close
+        if self._closed_at is not None:
+            limit += self._closed_at - anyio.current_time()
+        with anyio.CancelScope(shield=True):
+            with anyio.move_on_after(max(limit, 0.0)) as bound:
+                try:
+                    await throughput.flush(self._tally, await self._connection.get())
+                    return
+                except (SQLAlchemyError, OSError) as exc:
+                    log.warning("could not write throughput counts (%s)", errors.one_line(exc))
+            if bound.cancelled_caught:
+                log.warning("writing throughput counts timed out; kept for the next flush, if any")
+            await self._connection.close()  # after an error or a statement cut half-way
 
     async def _write(self, batch: list[Outcome]) -> None:
         backoff = Backoff(first=0.1, most=5.0)

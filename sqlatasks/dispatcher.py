@@ -292,8 +292,7 @@ class Dispatcher:
             log.info("task %d %s cancelled while running", claimed.id, claimed.task_name)
         del self._running[claimed.id]
         assert outcome is not None
-        if not isinstance(outcome, outcomes.WRITTEN_ELSEWHERE):
-            self._completer.submit(outcome)
+        self._completer.submit(outcome)  # counted; written unless written elsewhere
         if not cut_off:
             reporting.log_failure(claimed, outcome)
         self._wakeup.set()

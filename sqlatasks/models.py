@@ -61,7 +61,8 @@ PARKED_INDEX_NAME = "sqlatasks_tasks_parked_idx"
 QUEUES_TABLE_NAME = qualified("sqlatasks_queues")
 KEY_ADMITS_FUNCTION = qualified("sqlatasks_key_admits")  # v5: a concurrency key's room
 QUEUE_ROOM_FUNCTION = qualified("sqlatasks_queue_room")  # v5: a queue's room
-SCHEMA_VERSION = 8  # the migration version this mapping matches
+THROUGHPUT_TABLE_NAME = qualified("sqlatasks_throughput")
+SCHEMA_VERSION = 9  # the migration version this mapping matches
 SCHEMA_COMMENT_PREFIX = "sqlatasks schema version "
 
 
@@ -232,6 +233,24 @@ class QueueSettings(Base):
     max_running: Mapped[int | None] = mapped_column(Integer)
     per_second: Mapped[float | None] = mapped_column(Double)
     next_start: Mapped[datetime | None] = mapped_column(TIMESTAMP(timezone=True))
+
+
+class ThroughputMinute(Base):
+    """One worker's outcome counts of one queue in one minute (schema version 9): the
+    dashboard's chart. Added to by the worker every `throughput_interval` seconds
+    (sqlatasks.throughput), deleted after two hours by the scheduler."""
+
+    __tablename__ = "sqlatasks_throughput"
+    __table_args__ = ({"schema": SCHEMA},)
+
+    minute: Mapped[datetime] = mapped_column(TIMESTAMP(timezone=True), primary_key=True)
+    queue: Mapped[str] = mapped_column(Text, primary_key=True)
+    worker: Mapped[str] = mapped_column(Text, primary_key=True)
+    completed: Mapped[int] = mapped_column(Integer, server_default="0")
+    failed: Mapped[int] = mapped_column(Integer, server_default="0")
+    """Parked: the attempt failed and left none."""
+    retried: Mapped[int] = mapped_column(Integer, server_default="0")
+    """The attempt failed and the task is due again later."""
 
 
 Index(

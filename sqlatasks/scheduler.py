@@ -8,9 +8,10 @@ Every tick reads the database's `now()` and each schedule's row, then per schedu
   `last_slot` up to it and enqueue the task, in one statement. Only the latest slot is ever
   fired, however many passed since `last_slot`: no burst after downtime.
 
-Every tick also prunes kept finished tasks past their `keep_until`, in batches of PRUNE_BATCH
-rows and at most PRUNE_ROUNDS batches per tick, so that a backlog is worked off without holding
-the loop: the table stays bounded by what finishes within a retention time plus one tick.
+Every tick also prunes kept finished tasks past their `keep_until`, and the throughput
+rollup's minutes past `throughput.KEEP`, in batches of PRUNE_BATCH rows and at most
+PRUNE_ROUNDS batches of each per tick, so that a backlog is worked off without holding the
+loop: each table stays bounded by what it gains within its retention time plus one tick.
 
 Any number of runners may tick at once: the row lock lets one win each slot, the others'
 statements update nothing. Ticks follow the next slot, at most `check_interval` apart, so a
@@ -22,17 +23,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from datetime import datetime
+from functools import partial
 
 import anyio
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from sqlatasks import errors, rows
+from sqlatasks import errors, rows, throughput
 from sqlatasks.backoff import Backoff
 from sqlatasks.connection import HeldConnection
 from sqlatasks.registry import Schedule
 from sqlatasks.sql import outcomes
 from sqlatasks.sql import periodic as sql
+from sqlatasks.sql import throughput as rollup_sql
 
 log = logging.getLogger(__name__)
 
@@ -83,16 +86,22 @@ async def tick(
 
 
 async def prune(conn: AsyncConnection) -> int:
-    """Delete kept tasks past their time, in bounded batches; how many."""
+    """Delete kept tasks past their time, and the throughput rollup's minutes older than
+    `throughput.KEEP`, in bounded batches; how many rows."""
+    kept = partial(outcomes.finished_prune, conn, PRUNE_BATCH)
+    rollup = partial(rollup_sql.throughput_prune, conn, keep=throughput.KEEP, batch=PRUNE_BATCH)
     pruned = 0
-    with anyio.CancelScope(shield=True):  # one statement at a time, never cut half-way
-        for _ in range(PRUNE_ROUNDS):
-            deleted = await outcomes.finished_prune(conn, PRUNE_BATCH)
-            pruned += deleted
-            if deleted < PRUNE_BATCH:
-                break
-    if pruned:
-        log.debug("pruned %d kept tasks", pruned)
+    for what, delete in [("kept tasks", kept), ("throughput rows", rollup)]:
+        count = 0
+        with anyio.CancelScope(shield=True):  # one statement at a time, never cut half-way
+            for _ in range(PRUNE_ROUNDS):
+                deleted = await delete()
+                count += deleted
+                if deleted < PRUNE_BATCH:
+                    break
+        if count:
+            log.debug("pruned %d %s", count, what)
+        pruned += count
     return pruned
 
 

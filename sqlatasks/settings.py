@@ -150,6 +150,13 @@ class Settings(BaseSettings):
         description="seconds a finished task is kept for get_task, unless its @task sets keep "
         "(0: deleted at once)",
     )
+    throughput_interval: float = Field(
+        10.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="seconds between a worker's writes of its outcome counts per minute to the "
+        "throughput rollup, the dashboard's chart (0: not counted)",
+    )
     imports: Annotated[tuple[str, ...], NoDecode] = Field(
         (), description="modules whose tasks this runner may run (repeatable)"
     )

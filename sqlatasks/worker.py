@@ -39,6 +39,7 @@ from sqlatasks import (
     registry,
     scheduler,
     tracing,
+    throughput,
     transactions,
 )
 from sqlatasks.completer import Completer
@@ -178,8 +179,12 @@ def build(settings: Settings, index: int) -> Parts:
     # prunes kept tasks, so it runs there even without schedules.
     schedules = registry.all_schedules() if index == 0 else []
     engine, task_engine = _engines(settings, worker_id, with_scheduler=index == 0)
+    interval = settings.throughput_interval
     completer = Completer(
-        engine, name=f"sqlatasks completer {worker_id}", give_up_after_close=COMPLETER_GRACE
+        engine,
+        name=f"sqlatasks completer {worker_id}",
+        give_up_after_close=COMPLETER_GRACE,
+        tally=throughput.Tally(worker_id, interval=interval) if interval else None,
     )
     dispatcher = Dispatcher(
         engine, completer, policy, limits, transactions.TaskConnections(task_engine)

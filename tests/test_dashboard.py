@@ -1,6 +1,7 @@
 """The web dashboard over HTTP (docs/dashboard.md): every page with a task in every state,
 filters and keyset pages, actions refused unless enabled and without the CSRF token, mounted
-under a prefix; and no page statement scans the queue table (EXPLAIN, after ANALYZE)."""
+under a prefix; and no page statement scans the queue table or the throughput rollup
+(EXPLAIN, after ANALYZE)."""
 
 from __future__ import annotations
 
@@ -44,7 +45,8 @@ async def test_every_page_shows_every_state(engine: AsyncEngine) -> None:
             assert f">{queue}</a>" in overview
         mail = re.search(r">mail</a>(.*?)</tr>", overview, re.S)
         assert mail
-        assert [int(n) for n in re.findall(r'class="n">(\d+)', mail.group(1))] == [3, 1, 0, 1]
+        # due, scheduled, running, kept; completed and failed in the last hour (no runner ran)
+        assert [int(n) for n in re.findall(r'class="n">(\d+)', mail.group(1))] == [3, 1, 0, 1, 0, 0]
         running = (await c.get("/tasks", params={"state": "running"})).text
         assert "worker-7" in running
         assert f">{ids['running']}</a>" in running
@@ -300,9 +302,19 @@ async def test_no_page_statement_scans_the_queue_table(engine: AsyncEngine) -> N
                    now() + make_interval(secs => n)
             FROM generate_series(1, 50000) AS n""")
         )
+        # a day of the rollup (a scheduler that has not pruned for a day): 5 queues, 4 workers
+        await conn.execute(
+            text("""
+            INSERT INTO sqlatasks_throughput (minute, queue, worker, completed, failed)
+            SELECT date_trunc('minute', now()) - make_interval(mins => m), 'q' || q, 'w' || w,
+                   m % 50, m % 3
+            FROM generate_series(0, 1439) AS m, generate_series(1, 5) AS q,
+                 generate_series(1, 4) AS w""")
+        )
     async with engine.connect() as conn:
         await conn.execute(text("ANALYZE sqlatasks_tasks"))
         await conn.execute(text("ANALYZE sqlatasks_finished"))
+        await conn.execute(text("ANALYZE sqlatasks_throughput"))
         plans = {name: await sql.plan(conn, name) for name in sql.PAGE_STATEMENTS}
     scanning = {
         name: plan for name, plan in plans.items() if re.search(r"Seq Scan on sqlatasks_", plan)
@@ -310,3 +322,7 @@ async def test_no_page_statement_scans_the_queue_table(engine: AsyncEngine) -> N
     assert not scanning, scanning
     for name in ("overview_parked", "parked_page"):  # the parked index (schema v6)
         assert re.search(r"Index Scan using sqlatasks_tasks_parked_idx", plans[name]), plans[name]
+    # the chart: a range of the rollup's primary key, the last hour only (schema v9)
+    assert re.search(r"Index Scan (using|on) sqlatasks_throughput_pkey", plans["throughput"]), (
+        plans["throughput"]
+    )

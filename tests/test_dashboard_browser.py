@@ -1,8 +1,8 @@
 """The dashboard in real headless Chromium (Debian's /usr/bin/chromium, driven by Playwright's
 Python client), served by `python -m sqlatasks dashboard` on a database with a task in every
 state and a real runner: filter, open a parked task and read its error, retry it and see it
-run, pause its queue and see a new task wait, resume and see it run, and see actions refused
-(403) by a read-only dashboard. It writes the screenshots of
+run, pause its queue and see a new task wait, resume and see it run, see the overview's chart
+count what ran, and see actions refused (403) by a read-only dashboard. It writes the screenshots of
 docs/dashboard.md (docs/images/dashboard-*.png)."""
 
 from __future__ import annotations
@@ -100,6 +100,7 @@ async def test_operator_finds_a_parked_task_retries_it_and_sees_it_run(
     flaky = await _enqueue_flaky(engine)
     runner = start_runner(
         "--workers", "1", "--queue", "reports", "--idle-sleep", str(IDLE_SLEEP),
+        "--throughput-interval", "0.2",
         imports=["tests.dashboard_tasks"],
     )  # fmt: skip
     await runner.started(1)
@@ -121,7 +122,6 @@ async def test_operator_finds_a_parked_task_retries_it_and_sees_it_run(
         overview = await page.locator("main").inner_text()
         for queue in ("mail", "images", "billing", "reports"):
             assert queue in overview
-        await _shot(page, "overview")
         # filter the tasks by queue and state
         await page.goto(base + "/tasks")
         await page.fill("input[name=queue]", "mail")
@@ -149,6 +149,7 @@ async def test_operator_finds_a_parked_task_retries_it_and_sees_it_run(
         state = page.locator("main table span.completed")
         await eventually(lambda: _reload_count(page, state), what="the task shown completed")
         await _pause_enqueue_and_resume(page, base, engine, tmp_path)
+        await _chart_shows_the_hour(page, base)
         # a read-only dashboard: no buttons, and a forged POST is refused
         await page.goto(f"{read_only}/task/{ids['parked']}")
         assert await page.locator("button[value=retry]").count() == 0
@@ -191,6 +192,29 @@ async def _pause_enqueue_and_resume(
     await page.wait_for_selector("#flash")
     assert "reports: resumed" in await page.locator("#flash").inner_text()
     await ledger.wait_for_entries(tmp_path, "tallied", 1)
+
+
+async def _chart_shows_the_hour(page: Page, base: str) -> None:
+    """The overview's chart counts what the runner did: the flaky task parked once, then
+    (retried from the dashboard) completed, and the tallied task completed: 2 completed,
+    1 failed — once the worker's next flush (every 0.2 s here) is in."""
+    await page.goto(base + "/")
+    chart = page.locator("figure#throughput")
+
+    async def totals() -> str:
+        await page.reload()
+        return str(await chart.locator("figcaption").inner_text())
+
+    caption = await eventually(
+        totals, lambda text: "2 completed, 1 failed" in text, what="the chart's totals"
+    )
+    assert "0 retried" in caption
+    label = await chart.locator("svg").get_attribute("aria-labelledby")
+    assert label == "throughput-title throughput-desc"
+    described = await chart.locator("svg desc").text_content()
+    assert "2 completed, 1 failed (parked)" in str(described)
+    assert await chart.locator("rect.done").count() >= 1  # at least one minute's bar
+    await _shot(page, "overview")
 
 
 async def _reload_count(page: Page, locator: object) -> int:

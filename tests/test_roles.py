@@ -1,5 +1,6 @@
 """The least-privilege roles of docs/reliability.md, proven: a producer role enqueues and a
-worker role runs the real runner, each with only the GRANTs the page lists."""
+worker role runs the real runner, each with only the GRANTs the page lists; and the read-only
+dashboard's role of docs/dashboard.md serves every page."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import signal
 from collections import Counter
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
@@ -14,6 +16,7 @@ from sqlalchemy.exc import ProgrammingError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
 from sqlatasks import enqueue, enqueue_many
+from sqlatasks.dashboard import create_app
 from tests import ledger, runner_tasks
 from tests.processes import Runners
 
@@ -33,6 +36,14 @@ GRANT USAGE ON SEQUENCE sqlatasks_tasks_id_seq TO {worker};
 GRANT SELECT, INSERT, UPDATE ON sqlatasks_periodic TO {worker};
 GRANT SELECT, INSERT, DELETE ON sqlatasks_finished TO {worker};
 GRANT SELECT, UPDATE ON sqlatasks_queues TO {worker};
+GRANT SELECT, INSERT, UPDATE, DELETE ON sqlatasks_throughput TO {worker};
+"""
+DASHBOARD_GRANTS = """
+CREATE ROLE {dashboard} LOGIN;
+GRANT USAGE ON SCHEMA public TO {dashboard};
+GRANT SELECT ON sqlatasks_tasks, sqlatasks_finished, sqlatasks_periodic, sqlatasks_queues,
+                sqlatasks_throughput TO {dashboard};
+GRANT pg_read_all_stats TO {dashboard};
 """
 
 
@@ -87,8 +98,37 @@ async def test_producer_and_worker_roles_need_only_their_grants(
             assert left.scalar_one() == 0
             seated = await conn.execute(text("SELECT count(*) FROM sqlatasks_periodic"))
             assert seated.scalar_one() == 2  # the scheduler wrote as the worker role
+            counted = await conn.execute(text("SELECT sum(completed) FROM sqlatasks_throughput"))
+            assert counted.scalar_one() == 4  # the rollup, flushed as the worker role at exit
     finally:
         async with engine.begin() as conn:
             for role in (producer, worker):
                 await conn.execute(text(f"DROP OWNED BY {role}"))
                 await conn.execute(text(f"DROP ROLE {role}"))
+
+
+async def test_the_read_only_dashboard_role_serves_every_page(
+    engine: AsyncEngine, db_url: str
+) -> None:
+    dashboard = f"dashboard_{make_url(db_url).database}"
+    async with engine.begin() as conn:
+        for statement in DASHBOARD_GRANTS.format(dashboard=dashboard).split(";"):
+            if statement.strip():
+                await conn.execute(text(statement))
+    as_dashboard = create_async_engine(make_url(db_url).set(username=dashboard))
+    try:
+        transport = httpx.ASGITransport(app=create_app(as_dashboard))
+        async with httpx.AsyncClient(transport=transport, base_url="http://dash") as client:
+            for path in ("/", "/tasks", "/tasks?state=running", "/parked", "/periodic",
+                         "/workers"):  # fmt: skip
+                page = await client.get(path)
+                assert page.status_code == 200, (path, page.text)
+            assert 'id="throughput"' in (await client.get("/")).text
+        async with as_dashboard.connect() as conn:  # and nothing more
+            with pytest.raises(ProgrammingError, match="permission denied"):
+                await conn.execute(text("DELETE FROM sqlatasks_throughput"))
+    finally:
+        await as_dashboard.dispose()
+        async with engine.begin() as conn:
+            await conn.execute(text(f"DROP OWNED BY {dashboard}"))
+            await conn.execute(text(f"DROP ROLE {dashboard}"))

@@ -177,7 +177,7 @@ import sqlatasks.sql
 from sqlalchemy.sql.elements import TextClause
 
 NAMES = re.compile(
-    r'(?<![."\w])(sqlatasks_(?:tasks|finished|periodic|queues|key_admits|queue_room))\b'
+    r'(?<![."\w])(sqlatasks_(?:tasks|finished|periodic|queues|throughput|key_admits|queue_room))\b'
 )
 for info in pkgutil.iter_modules(sqlatasks.sql.__path__):
     module = importlib.import_module(f"sqlatasks.sql.{info.name}")

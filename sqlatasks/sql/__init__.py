@@ -4,6 +4,7 @@
     claim      workers: lease due tasks, give back a claim whose answer was lost
     outcomes   workers: ack, fail, release, snooze; finish a session task in its transaction;
                move kept tasks to the finished table, prune it
+    throughput workers: add outcome counts per minute to the rollup, prune it (schema v9)
     periodic   workers: fire the slots of periodic schedules
     operator   people and scripts: stats, parked tasks, retry, delete, cancel
     status     applications and people: one task's state and result, kept counts
@@ -11,7 +12,8 @@
     dashboard  the web dashboard's reads: capped, through indexes (SELECT and pg_stat_activity)
 
 The grouping follows the database privileges (docs/reliability.md, tests/test_roles.py): a
-producer needs INSERT, a worker SELECT/UPDATE/DELETE on the queue table and the periodic table.
+producer needs INSERT, a worker SELECT/UPDATE/DELETE on the queue table, the periodic table and
+the throughput rollup.
 
 Lease rules every write about a claimed task follows: a claim writes a fresh `lease_token`, and
 every later write (ack, fail, release, snooze, finish) names that token, so a late write from a

@@ -2,7 +2,8 @@
 
 Every statement here reads through an index and stops after a cap: the claim index's head for
 live tasks (as `sql/metrics.py` does), the parked index (schema v6, newest failure first) for
-parked tasks, the finished table's `keep_until` index for kept ones. No page counts the whole table;
+parked tasks, the finished table's `keep_until` index for kept ones, the throughput rollup's
+primary key (schema v9) for the chart. No page counts the whole table;
 tests/test_dashboard.py checks each plan with EXPLAIN on a table of its own.
 All read only (SELECT privileges and pg_stat_activity): docs/dashboard.md names the grants.
 """
@@ -18,9 +19,14 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import TextClause
 
-from sqlatasks.models import FINISHED_TABLE_NAME, PERIODIC_TABLE_NAME, TABLE_NAME
+from sqlatasks.models import (
+    FINISHED_TABLE_NAME,
+    PERIODIC_TABLE_NAME,
+    TABLE_NAME,
+    THROUGHPUT_TABLE_NAME,
+)
 from sqlatasks.rows import QueueSettings
-from sqlatasks.sql import claim
+from sqlatasks.sql import claim, server
 
 _STATE = """CASE WHEN locked_until >= now() THEN 'running'
             WHEN scheduled_at > now() THEN 'scheduled'
@@ -54,6 +60,16 @@ OVERVIEW_KEPT = text(f"""
 SELECT queue, count(*) AS kept FROM (
     SELECT queue FROM {FINISHED_TABLE_NAME} ORDER BY keep_until DESC LIMIT :cap
 ) AS kept GROUP BY 1
+""")
+
+THROUGHPUT = text(f"""
+-- completed, failed (parked) and retried per minute and queue over the last :minutes minutes:
+-- a range of the rollup's primary key (minute first), at most minutes x queues x workers rows
+SELECT minute, queue, sum(completed)::bigint AS completed, sum(failed)::bigint AS failed,
+       sum(retried)::bigint AS retried
+FROM {THROUGHPUT_TABLE_NAME}
+WHERE minute >= date_trunc('minute', now()) - make_interval(mins => :minutes - 1)
+GROUP BY 1, 2
 """)
 
 # Keyset on the claim index (priority DESC, scheduled_at, id): two index ranges, merged; the
@@ -121,6 +137,7 @@ PAGE_STATEMENTS: dict[str, tuple[TextClause, dict[str, Any]]] = {
     "overview_live": (OVERVIEW_LIVE, {"cap": 10_000}),
     "overview_parked": (OVERVIEW_PARKED, {"cap": 10_000}),
     "overview_kept": (OVERVIEW_KEPT, {"cap": 10_000}),
+    "throughput": (THROUGHPUT, {"minutes": 60}),
     "live_page": (
         LIVE_PAGE,
         {
@@ -186,6 +203,14 @@ async def overview(conn: AsyncConnection, cap: int) -> dict[str, dict[str, float
         for row in await conn.execute(statement, {"cap": cap}):
             queues.setdefault(row.queue, {})[column] = int(row[1])
     return dict(sorted(queues.items()))
+
+
+async def throughput(conn: AsyncConnection, minutes: int) -> tuple[datetime, list[Row[Any]]]:
+    """The database's current minute, and per minute and queue of the last `minutes` (the
+    current one included) the attempts completed, failed (parked) and retried, as the
+    workers' last flushes left them (up to `throughput_interval` seconds behind)."""
+    now = (await server.database_now(conn)).replace(second=0, microsecond=0)
+    return now, list((await conn.execute(THROUGHPUT, {"minutes": minutes})).all())
 
 
 async def live_page(

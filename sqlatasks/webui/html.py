@@ -22,6 +22,11 @@ th{background:#eef1f4}td.n{text-align:right;font-variant-numeric:tabular-nums}
 .failed,.parked{color:#b3261e}.running{color:#0b6bcb}.queued{color:#6b4f00}
 pre{background:#fff;border:1px solid #e3e6ea;padding:.6em;white-space:pre-wrap;max-width:100em}
 form.inline{display:inline}.note{color:#5c6670}.flash{background:#e7f6e7;padding:.4em .8em}
+figure.chart{margin:0 0 1em;background:#fff;padding:.6em;display:inline-block}
+.chart rect.done{fill:#2e7d32}.chart rect.bad{fill:#b3261e}.chart line.axis{stroke:#9aa4ae}
+.chart text{font-size:10px;fill:#5c6670}figcaption{color:#1d232a;margin-top:.3em}
+i.key{display:inline-block;width:.8em;height:.8em;margin-right:.3em}
+i.key.done{background:#2e7d32}i.key.bad{background:#b3261e;margin-left:.2em}
 button{cursor:pointer}.filters{margin-bottom:.8em}.filters input,.filters select{width:10em}
 """
 

@@ -15,11 +15,12 @@ from starlette.responses import HTMLResponse, Response
 
 from sqlatasks import cron, status
 from sqlatasks.sql import dashboard as sql
-from sqlatasks.webui import forms
+from sqlatasks.webui import chart, forms
 from sqlatasks.webui import html as h
 
 CSRF_COOKIE = "sqlatasks_csrf"
 STATES = forms.STATES
+CHART_MINUTES = 60
 
 Redact = Callable[[str, Any], Any]
 """`redact(task_name, payload) -> payload`: what the task page shows of a payload."""
@@ -45,6 +46,8 @@ class Views:
         async with self.config.engine.connect() as conn:
             queues = await sql.overview(conn, self.config.cap)
             settings = await sql.queue_settings(conn)
+            now, minutes = await sql.throughput(conn, CHART_MINUTES)
+        hour = chart.per_queue(minutes)
         cap, base, csrf = self.config.cap, base_path(request), _csrf(request)
         actions = self.config.allow_actions
 
@@ -58,20 +61,25 @@ class Views:
                 h.link(base, "/parked", _at_least(c, "parked", cap), queue=name),
                 count(c, "kept"),
                 h.esc(h.seconds(c.get("lag"))),
+                *(h.number(n) for n in hour.get(name, (0, 0))[:2]),
                 *forms.flow(settings.get(name)),
                 *([forms.flow_button(base, csrf, name, settings.get(name))] if actions else []),
             ]
-            for name, c in sorted({**{q: {} for q in settings}, **queues}.items())
+            for name, c in sorted({**{q: {} for q in [*settings, *hour]}, **queues}.items())
         ]
-        headers = ["queue", "due", "scheduled", "running", "parked", "kept", "lag", "flow",
-                   "limits", *([""] if actions else [])]  # fmt: skip
-        body = h.table(headers, rows, empty="No tasks in any queue.")
+        headers = ["queue", "due", "scheduled", "running", "parked", "kept", "lag",
+                   "completed 1 h", "failed 1 h", "flow", "limits",
+                   *([""] if actions else [])]  # fmt: skip
+        body = chart.figure(now, minutes, CHART_MINUTES)
+        body += h.table(headers, rows, empty="No tasks in any queue.")
         if actions:
             body += f"<p>{forms.pause_any(base, csrf)}</p>"
         body += (
             f'<p class="note">Counts read at most {cap:,} rows each: live tasks in claim order '
             "(a count shown as ≥ N is at least N), parked ones of the newest parked (the "
-            "parked page lists them all), kept ones of the longest kept. Flow and "
+            "parked page lists them all), kept ones of the longest kept. Completed and "
+            "failed (parked) in the last hour: the workers' counts, written every "
+            "--throughput-interval seconds. Flow and "
             "limits: what every runner obeys (docs/flow-control.md).</p>"
         )
         return self._page(request, "Overview", body, refresh=5)
