@@ -6,9 +6,9 @@ own transaction), drained by `python -m sqlatasks.runner --workers 1 --concurren
 (each tick, one check interval apart: at most 10 DELETEs of 1,000 rows, oldest first). Every
 SAMPLE_EVERY seconds the table's rows, `pg_total_relation_size` (heap, indexes, TOAST) and
 dead row versions (`pg_stat_user_tables.n_dead_tup`) are sampled, for `--minutes` (default
-10). The figures: the size at the end over the size once pruning reached its steady state
-(the first sample past MARK_AFTER = two retention times), and the rows at the end against
-RATE x KEEP (what one retention time of work holds).
+10). The figures: the size at the end over the size half-way (1.0 when the size has levelled
+off; 2.0 when it grows in step with the work done), and the rows at the end against RATE x
+KEEP (what one retention time of work holds).
 
 Pruning DELETEs leave dead row versions; only VACUUM makes their space reusable. With
 autovacuum on, the table's own thresholds (schema v4: 10,000 dead rows, no scale factor) vacuum
@@ -26,11 +26,12 @@ import time
 from dataclasses import dataclass
 
 from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
 from benchmarks import database, measure
 from benchmarks.noop import Nothing, noop
-from sqlatasks import enqueue_many
+from sqlatasks import enqueue_many, errors
 from sqlatasks.models import FINISHED_TABLE_NAME, TABLE_NAME
 
 RATE = 500
@@ -80,7 +81,7 @@ async def run(url: str, quick: bool, minutes: float = MINUTES) -> list[measure.R
             start = time.monotonic()
             sampling = asyncio.ensure_future(_sample(engine, start, every, samples))
             try:
-                sent = await _produce(engine, start + duration)
+                sent, refused = await _produce(engine, start + duration)
             finally:
                 sampling.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -95,12 +96,11 @@ async def run(url: str, quick: bool, minutes: float = MINUTES) -> list[measure.R
         await engine.dispose()
     if left:
         raise SystemExit(f"benchmarks: finished_size left {left} tasks after {DRAIN_LIMIT} s")
-    steady = next((s for s in samples if s.seconds >= 2 * keep), samples[0])
+    half = next(s for s in samples if s.seconds >= end.seconds / 2)
     producer = f"producer, paced at {RATE:,}/s; runner 1x50 --keep {keep}"
     notes: dict[str, float | str] = {
-        "size ratio, end / steady state": round(end.total_bytes / steady.total_bytes, 2),
-        "steady state at seconds": steady.seconds,
-        "MiB at steady state": round(steady.total_bytes / 2**20, 2),
+        "size ratio, end / half-way": round(end.total_bytes / half.total_bytes, 2),
+        "MiB half-way": round(half.total_bytes / 2**20, 2),
         "MiB at the end": round(end.total_bytes / 2**20, 2),
         "rows at the end": float(end.rows),
         "rows in one retention time (rate x keep)": float(RATE * keep),
@@ -108,6 +108,7 @@ async def run(url: str, quick: bool, minutes: float = MINUTES) -> list[measure.R
         "most dead tuples seen": float(max(s.dead_tuples for s in samples)),
         "autovacuum runs": float(end.autovacuums - samples[0].autovacuums),
         "unprocessed tasks": float(left),
+        "producer batches refused and sent again": float(refused),
     }
     series = {
         "seconds": tuple(s.seconds for s in samples),
@@ -135,20 +136,28 @@ async def _wait_for_worker(engine: AsyncEngine) -> None:
         await asyncio.sleep(0.2)
 
 
-async def _produce(engine: AsyncEngine, stop_at: float) -> int:
-    """Enqueue at RATE per second until `stop_at`; the number sent."""
+async def _produce(engine: AsyncEngine, stop_at: float) -> tuple[int, int]:
+    """Enqueue at RATE per second until `stop_at`; (the number sent, batches the server
+    refused and that were sent again: on a shared server another database's transaction can
+    fill the lock table for a while)."""
     sessions = async_sessionmaker(engine)
-    start, sent = time.monotonic(), 0
+    start, sent, refused = time.monotonic(), 0, 0
     while (now := time.monotonic()) < stop_at:
         due = int((now - start) * RATE) - sent
         if due < BATCH:
             await asyncio.sleep((sent + BATCH) / RATE - (now - start))
             continue
         count = min(due, 10 * BATCH)  # behind: catch up, in bounded batches
-        async with sessions() as session, session.begin():
-            await enqueue_many(session, noop, (Nothing(i=sent + i) for i in range(count)))
+        try:
+            async with sessions() as session, session.begin():
+                await enqueue_many(session, noop, (Nothing(i=sent + i) for i in range(count)))
+        except SQLAlchemyError as exc:
+            refused += 1
+            print(f"  producer: batch refused ({errors.one_line(exc)}); again", flush=True)
+            await asyncio.sleep(0.5)
+            continue
         sent += count
-    return sent
+    return sent, refused
 
 
 async def _sample(engine: AsyncEngine, start: float, every: float, into: list[Sample]) -> None:

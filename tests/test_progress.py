@@ -128,7 +128,7 @@ async def test_a_progress_write_needs_the_lease_and_waits_for_no_lock(engine: As
     assert seconds >= 1.5  # reported 1.5 s before the write, by the worker's count
 
 
-async def test_the_task_page_and_show_print_the_progress(engine: AsyncEngine) -> None:
+async def test_the_task_page_shows_the_progress(engine: AsyncEngine) -> None:
     async with AsyncSession(engine) as session, session.begin():
         task_id = await _add(session, enqueue(t.reports_then_fails, t.Steps(steps=2)))
         await run_pending(session)
