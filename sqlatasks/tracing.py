@@ -47,6 +47,7 @@ else:
 
 log = logging.getLogger(__name__)
 
+_TRACER_RAISED = "the OpenTelemetry tracer raised around a send span; the enqueue goes on"
 SYSTEM = "sqlatasks"
 """`messaging.system`: not one of the conventions' well-known values, which name brokers."""
 _tracer: tuple[Any, Any] = (None, None)
@@ -67,16 +68,24 @@ def enqueue_context(queue: str, task_name: str) -> str | None:
 
     With a provider configured, the context of a `send <queue>` span opened and closed here;
     else the ambient context, passed through. A propagator that raises is logged, and the
-    task is stored without a context: tracing never fails an enqueue.
+    task is stored without a context; so is a tracer (its SDK, a span processor) that raises
+    opening or closing the span, and the ambient context is stored: tracing never fails an
+    enqueue.
     """
     if not AVAILABLE:
         return None
     if not configured():
         return _carrier()
-    with _get_tracer().start_as_current_span(
-        f"send {queue}", kind=trace.SpanKind.PRODUCER, attributes=_send(queue, task_name)
-    ):
-        return _carrier()
+    carrier = None
+    try:
+        with _get_tracer().start_as_current_span(
+            f"send {queue}", kind=trace.SpanKind.PRODUCER, attributes=_send(queue, task_name)
+        ):
+            carrier = _carrier()
+    except Exception:
+        log.exception(_TRACER_RAISED)
+        return _carrier() if carrier is None else carrier
+    return carrier
 
 
 @dataclass(slots=True)
@@ -96,14 +105,39 @@ class Sending:
 def sending_batch(queue: str, task_name: str) -> Iterator[Sending]:
     """A `send <queue>` span around one `enqueue_many` batch (when a provider is configured),
     and the context every row of the batch records. An exception from the batch is recorded
-    on the span, and raised on."""
+    on the span, and raised on. A tracer that raises opening or closing the span is logged,
+    never raised: the batch runs, with the ambient context, and its rows stay inserted."""
     if not configured():
         yield Sending(_carrier() if AVAILABLE else None)
         return
-    with _get_tracer().start_as_current_span(
-        f"send {queue}", kind=trace.SpanKind.PRODUCER, attributes=_send(queue, task_name)
-    ) as span:
+    try:
+        span_manager = _get_tracer().start_as_current_span(
+            f"send {queue}", kind=trace.SpanKind.PRODUCER, attributes=_send(queue, task_name)
+        )
+        span = span_manager.__enter__()
+    except Exception:
+        log.exception(_TRACER_RAISED)
+        yield Sending(_carrier())
+        return
+    try:
         yield Sending(_carrier(), span)
+    except BaseException as exc:
+        _close(span_manager, exc)
+        raise
+    _close(span_manager, None)
+
+
+def _close(span_manager: Any, exc: BaseException | None) -> None:
+    """End a `send` span; a tracer that raises doing so is logged (the batch's own exception,
+    if any, is what the caller raises)."""
+    try:
+        if exc is None:
+            span_manager.__exit__(None, None, None)
+        else:
+            span_manager.__exit__(type(exc), exc, exc.__traceback__)
+    except Exception as raised:
+        if raised is not exc:
+            log.exception(_TRACER_RAISED)
 
 
 async def middleware(run: TaskRun, call_next: CallNext) -> None:
