@@ -113,7 +113,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
         print(f"{prog}: give --database-url or set SQLATASKS_DATABASE_URL", file=sys.stderr)
         return 2
     try:
-        url = settings.database_url(raw_url)
+        url = settings.connect_url(raw_url)
     except ValueError as exc:
         print(f"{prog}: invalid --database-url: {exc}", file=sys.stderr)
         return 2

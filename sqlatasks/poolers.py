@@ -33,6 +33,38 @@ SQLALCHEMY_ONLY = ("prepared_statement_cache_size", "prepared_statement_name_fun
 """URL query keys that SQLAlchemy's asyncpg dialect consumes; asyncpg itself would send them to
 the server as settings."""
 
+LIBPQ_ONLY = frozenset(
+    [
+        "application_name",
+        "channel_binding",
+        "client_encoding",
+        "connect_timeout",
+        "fallback_application_name",
+        "gssdelegation",
+        "gssencmode",
+        "hostaddr",
+        "keepalives",
+        "keepalives_count",
+        "keepalives_idle",
+        "keepalives_interval",
+        "load_balance_hosts",
+        "options",
+        "replication",
+        "require_auth",
+        "requirepeer",
+        "requiressl",
+        "ssl_max_protocol_version",
+        "ssl_min_protocol_version",
+        "sslcertmode",
+        "sslcompression",
+        "sslnegotiation",
+        "sslsni",
+        "tcp_user_timeout",
+    ]
+)
+"""libpq's connection parameters (PostgreSQL docs, libpq "Parameter Key Words") that
+`asyncpg.connect()` has no argument for, hosted URLs' `channel_binding` among them."""
+
 
 def statement_cache_off(url: str | URL) -> bool:
     """Whether the URL turns SQLAlchemy's prepared-statement cache off (the PgBouncer setting)."""

@@ -19,7 +19,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
-from sqlatasks import attempts, errors
+from sqlatasks import attempts, errors, poolers
 
 SCHEMA_ENV = "SQLATASKS_SCHEMA"
 """The schema of sqlatasks' objects. Not a Settings field: every statement is built from it at
@@ -74,6 +74,21 @@ def database_url(value: str) -> str:
         )
     url = _asyncpg_ssl(url).set(drivername="postgresql+asyncpg")
     return url.render_as_string(hide_password=False)
+
+
+def connect_url(value: str) -> str:
+    """`database_url`, for a URL the runner or a command connects through with SQLAlchemy:
+    also refuses libpq's connection parameters that `asyncpg.connect()` does not take (which
+    would fail every connection with a TypeError), naming them. ValueError."""
+    url = database_url(value)
+    unknown = sorted(key for key in poolers.LIBPQ_ONLY if key in make_url(url).query)
+    if unknown:
+        raise ValueError(
+            f"the URL's {', '.join(unknown)} is libpq's, and asyncpg takes no such argument "
+            "(SQLAlchemy passes the URL's query to asyncpg.connect()): remove it from the URL "
+            "the runner and the commands use; sslmode is translated (docs/drivers.md)"
+        )
+    return url
 
 
 LIBPQ_SSL_FILES = ("sslcert", "sslkey", "sslrootcert", "sslcrl", "sslpassword")
@@ -212,7 +227,7 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _database_url(cls, value: str) -> str:
-        return database_url(value)
+        return connect_url(value)
 
     @field_validator("lease")
     @classmethod
