@@ -147,7 +147,9 @@ class QueuedTask(Base):
     progress: Mapped[Any | None] = mapped_column(JSONB)
     """The last progress value its attempt reported (schema version 7; see
     `sqlatasks.context.TaskRun.report`): {"value", "reported_at", "attempt"}, or None."""
-    trace_context: Mapped[Any | None] = mapped_column(JsonText)
+    # evaluates_none: an unset context is left out of the ORM's INSERT (else it names the
+    # column, NULL), so an untraced enqueue() runs on a database not yet at version 8.
+    trace_context: Mapped[Any | None] = mapped_column(JsonText().evaluates_none())
     """The OpenTelemetry context `enqueue()` recorded (schema version 8), as the JSON text of
     the global propagator's carrier, e.g. '{"traceparent": "00-..."}'; None when nothing was
     traced (docs/tracing.md)."""
