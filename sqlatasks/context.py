@@ -68,7 +68,8 @@ class TaskRun:
         text = encoded.decode()
         nul = payloads.nul_path(text)
         if nul is not None:
-            where = "the value" if nul == "the payload" else nul
+            # payloads names the top level "the payload"; here it is the progress value.
+            where = nul.replace("the payload", "the value", 1) if nul.startswith("the ") else nul
             problem = f"a NUL character (\\x00) in {where}, which PostgreSQL cannot store in JSON"
             raise errors.ProgressError(task_name=self.task_name, problem=problem)
         if self.on_report is not None:
