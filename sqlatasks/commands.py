@@ -41,6 +41,8 @@ from sqlatasks import (
     status,
     tables,
 )
+from sqlatasks.models import TABLE_NAME
+from sqlatasks.sql import server
 
 PROG = arguments.PROG
 OPERATOR_COMMANDS = {
@@ -196,6 +198,12 @@ async def _run(url: str, args: argparse.Namespace) -> Any:
         async with AsyncSession(engine) as session, session.begin():
             connection = await session.connection()
             found = await connection.run_sync(migrations.current_version)
+            if found == 0 and await server.schema_version(connection) is None:
+                # No queue table: not migrated yet, or a mistyped schema.
+                raise SchemaBehind(
+                    f"the queue table {TABLE_NAME} does not exist: check --schema "
+                    "(SQLATASKS_SCHEMA), or run `sqlatasks migrate` (or your alembic upgrade)"
+                )
             if found < migrations.LATEST:
                 raise SchemaBehind(
                     f"the database's sqlatasks schema is version {found}, this sqlatasks needs "
