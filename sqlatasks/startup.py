@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 BURST_DATABASE_WAIT = 30.0
 """Seconds a `--burst` runner waits for an unreachable database before it exits 1 (a batch
 job must end); a service runner waits for as long as it takes."""
+_MIGRATE = "run `sqlatasks migrate` (or `alembic upgrade head`, with your alembic history)"
 CONNECT_TIMEOUT = 10.0
 """Seconds the supervisor waits for one connection attempt (a host that drops packets)."""
 
@@ -65,13 +66,14 @@ def _check_schema(version: int | None) -> None:
     needed = models.SCHEMA_VERSION
     if version is None:
         raise errors.ConfigurationError(
-            f"the queue table {models.TABLE_NAME} does not exist: run `alembic upgrade head`"
+            f"the queue table {models.TABLE_NAME} does not exist: check --schema "
+            f"(SQLATASKS_SCHEMA), or {_MIGRATE}"
         )
     if version < needed:
         found = f"schema version {version}" if version else "no schema version in its comment"
         raise errors.ConfigurationError(
             f"the queue table {models.TABLE_NAME} is at {found}, this sqlatasks needs "
-            f"{needed}: run `alembic upgrade head`"
+            f"{needed}: {_MIGRATE}"
         )
     if version > needed:
         log.warning(

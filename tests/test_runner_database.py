@@ -39,5 +39,6 @@ async def test_missing_queue_table_says_to_migrate(
     runner = start_runner("--workers", "1", database_url=url)
     assert await runner.wait_exit(30) == 1
     log = runner.log()
-    assert "sqlatasks_tasks does not exist: run `alembic upgrade head`" in log
+    assert "sqlatasks_tasks does not exist: check --schema (SQLATASKS_SCHEMA), or run " in log
+    assert "run `sqlatasks migrate` (or `alembic upgrade head`" in log
     assert "Traceback" not in log
