@@ -56,10 +56,11 @@ class Lease:
 
     def report(self, text: str) -> None:
         """`TaskRun.report`'s destination in a worker: keep the value for the next progress
-        write (which `reported` wakes). No I/O, nothing awaited."""
+        write (which `reported` wakes). No I/O, nothing awaited; safe from a task's worker
+        thread (`anyio.to_thread.run_sync`) too."""
         self.progress = (text, time.monotonic())
         if self._reported is not None:
-            self._reported.set()
+            self._reported.set_from_any_thread()
 
     @property
     def trusted_until(self) -> float:

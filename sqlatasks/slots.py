@@ -10,6 +10,7 @@ cancel); cancelling the scope the slots run in (shutdown) interrupts them like a
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
@@ -56,11 +57,31 @@ class Wakeup:
 
     def __init__(self) -> None:
         self._event = anyio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        """The event loop of the waiter, once it has waited (for `set_from_any_thread`)."""
 
     def set(self) -> None:
         self._event.set()
 
+    def set_from_any_thread(self) -> None:
+        """`set()`, also from a thread other than the waiter's event loop's (a task's
+        `anyio.to_thread` work reporting progress): handed to that loop, since an event's
+        waiters may only be woken on their own loop."""
+        loop = self._loop
+        if loop is None:
+            self._event.set()
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:  # no loop in this thread: a worker thread
+            running = None
+        if running is loop:
+            self._event.set()
+        else:
+            loop.call_soon_threadsafe(self.set)
+
     async def wait(self, seconds: float) -> None:
+        self._loop = asyncio.get_running_loop()
         with anyio.move_on_after(seconds):
             await self._event.wait()
         self._event = anyio.Event()
