@@ -15,6 +15,9 @@ from typing import Any
 
 import pytest
 
+# The benchmarks' hosts run pgserver's binaries, which have no wheel for Python 3.13 (yet).
+pytest.importorskip("pgserver", reason="the benchmarks need the embedded extra (pgserver)")
+
 from benchmarks.__main__ import SCENARIOS
 from tests.conftest import ROOT
 
