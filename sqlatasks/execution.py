@@ -12,13 +12,13 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 import anyio
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from sqlatasks import attempts, cancellation, errors, hooks, logs, registry, reporting
-from sqlatasks.context import TaskRun, running
+from sqlatasks.context import TaskRun, isolated, running
 from sqlatasks.outcomes import (
     Committed,
     Completed,
@@ -46,12 +46,33 @@ class Limits:
     """Seconds a finished task is kept when its @task does not say (--keep)."""
 
 
+@overload
 async def execute(
     claimed: ClaimedTask,
     limits: Limits,
     transactions: RunInTransaction,
     on_start: Callable[[float], None] | None = None,
-) -> Outcome:
+    scope: None = None,
+) -> Outcome: ...
+
+
+@overload
+async def execute(
+    claimed: ClaimedTask,
+    limits: Limits,
+    transactions: RunInTransaction,
+    on_start: Callable[[float], None] | None,
+    scope: anyio.CancelScope,
+) -> Outcome | None: ...
+
+
+async def execute(
+    claimed: ClaimedTask,
+    limits: Limits,
+    transactions: RunInTransaction,
+    on_start: Callable[[float], None] | None = None,
+    scope: anyio.CancelScope | None = None,
+) -> Outcome | None:
     """Run `claimed` and return its outcome; only shutdown's cancellation escapes.
 
     The steps: refuse an attempt past the limit, resolve the task and its payload, run it
@@ -59,10 +80,18 @@ async def execute(
     `transactions`. `on_start(deadline)` is told when the task's time runs out (anyio's
     clock), just before it runs. Every outcome is logged (DEBUG; a failure at WARNING or
     ERROR by the dispatcher) and reported to the hooks' end, retry and park events.
+
+    `scope`: the caller's cancel scope, not yet entered, for the task to run in (the worker's
+    lease scope: one scope per task for every cause); its deadline is lowered to the time
+    limit here. None makes a scope of its own, and the outcome is never None. With the
+    caller's scope, None means the caller cancelled it (a lost lease, an operator's cancel)
+    and the task ended in that cancellation: nothing is reported, the caller says what
+    became of it.
     """
     started = time.perf_counter()
-    outcome = await _steps(claimed, limits, transactions, on_start)
-    reporting.report(outcome, time.perf_counter() - started)
+    outcome = await _steps(claimed, limits, transactions, on_start, scope)
+    if outcome is not None:
+        reporting.report(outcome, time.perf_counter() - started)
     return outcome
 
 
@@ -71,7 +100,8 @@ async def _steps(
     limits: Limits,
     transactions: RunInTransaction,
     on_start: Callable[[float], None] | None,
-) -> Outcome:
+    scope: anyio.CancelScope | None,
+) -> Outcome | None:
     if attempts.lost_before(claimed.attempts, claimed.max_attempts):
         # Claimed again after a lease ran out (its worker died mid-attempt): never run past
         # the limit.
@@ -85,10 +115,16 @@ async def _steps(
     ends = now + limit
     if on_start is not None:
         on_start(ends)
-    ran = await _perform(claimed, task, payload, transactions, ends, _keeping(task, limits, now))
+    if scope is None:
+        scope = cancellation.new_scope()
+    scope.deadline = min(scope.deadline, ends)
+    keep = _keeping(task, limits, now)
+    ran = await _perform(claimed, task, payload, transactions, scope, ends, keep)
     # First: a commit that went through is final, even if the deadline passed while it ran.
     if ran.committed is not None:
         return Committed(claimed) if ran.committed else LeaseLost(claimed)
+    if ran.interrupted:
+        return None
     if ran.timed_out:
         error = f"TimeoutError: exceeded its {limit:g} s limit"
         return failure(claimed, task, limits, error, raised=TimeoutError)
@@ -154,6 +190,8 @@ class _Ran:
     """A session task's transaction: committed, or its lease was lost; None for others."""
     raised: BaseException | None
     timed_out: bool
+    interrupted: bool
+    """The scope was cancelled for another cause than the time limit, and that ended the task."""
     returned: Keep | None
     """What to keep of a run that returned, when the task is kept."""
 
@@ -163,6 +201,7 @@ async def _perform(
     task: Task[Any],
     payload: Any,
     transactions: RunInTransaction,
+    scope: anyio.CancelScope,
     deadline: float,
     keep: Callable[[Any], Keep | None],
 ) -> _Ran:
@@ -189,11 +228,18 @@ async def _perform(
         else:
             returned = keep(await task(payload))
 
-    with anyio.CancelScope(deadline=deadline) as scope, running(run):
-        raised = await _run_step(run, call)
-    # cancel_called, not cancelled_caught: a task that swallowed its cancellation and
-    # returned still ran past its limit, and counts as a failure.
-    return _Ran(committed, raised, timed_out=scope.cancel_called, returned=returned)
+    with scope, running(run):
+        # In a fresh copy of the slot's context: a ContextVar the task (or a middleware) sets
+        # is not seen by the slot's next task.
+        raised = await isolated(_run_step(run, call))
+    if not scope.cancel_called:  # the hot path: no clock read
+        return _Ran(committed, raised, timed_out=False, interrupted=False, returned=returned)
+    # The time limit fired if the clock is past it. Not cancelled_caught: a task that
+    # swallowed its cancellation and returned still ran past its limit, and counts as a
+    # failure. Another cause (the caller's) counts only if the task ended in it.
+    timed_out = anyio.current_time() >= deadline
+    interrupted = not timed_out and scope.cancelled_caught
+    return _Ran(committed, raised, timed_out, interrupted, returned)
 
 
 async def _run_step(run: TaskRun, call: hooks.CallNext) -> BaseException | None:
