@@ -9,8 +9,7 @@ from __future__ import annotations
 import contextvars
 import types
 import uuid
-from collections.abc import Coroutine, Generator, Iterator
-from contextlib import contextmanager
+from collections.abc import Coroutine, Generator
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -49,20 +48,12 @@ def current_run() -> TaskRun | None:
     return _current.get(None)
 
 
-@contextmanager
-def running(run: TaskRun) -> Iterator[None]:
-    token = _current.set(run)
-    try:
-        yield
-    finally:
-        _current.reset(token)
-
-
 @types.coroutine
-def isolated(coroutine: Coroutine[Any, Any, T]) -> Generator[Any, Any, T]:
-    """`await isolated(coroutine)`: await `coroutine` in a fresh copy of the current context,
-    in the current asyncio task. What the coroutine sets in a `ContextVar` stays in the copy,
-    dropped when it ends; it still sees what was set before (`current_task()` among them).
+def isolated(coroutine: Coroutine[Any, Any, T], run: TaskRun) -> Generator[Any, Any, T]:
+    """`await isolated(coroutine, run)`: await `coroutine`, the execution `run`, in a fresh copy
+    of the current context, in the current asyncio task, with `current_task()` set to `run`.
+    What the coroutine sets in a `ContextVar` stays in the copy, dropped when it ends; it
+    still sees what was set before.
 
     Execution slots run one task after another in one asyncio task (`sqlatasks.slots`), so
     without this, a `ContextVar` one task set and never reset would be seen by the slot's next
@@ -70,7 +61,9 @@ def isolated(coroutine: Coroutine[Any, Any, T]) -> Generator[Any, Any, T]:
     avoid; stepping the coroutine inside `Context.run` costs about 2 µs per task and 1 µs per
     suspension instead (measured in docs/performance.md).
     """
-    run, send, throw = contextvars.copy_context().run, coroutine.send, coroutine.throw
+    context = contextvars.copy_context()
+    context.run(_current.set, run)  # never reset: the copy is dropped
+    step, send, throw = context.run, coroutine.send, coroutine.throw
     sent: Any = None
     thrown: BaseException | None = None
     while True:
@@ -78,7 +71,7 @@ def isolated(coroutine: Coroutine[Any, Any, T]) -> Generator[Any, Any, T]:
             # Each step of the coroutine runs in the copy; what it yields (a future the event
             # loop waits on) passes through untouched, as do what comes back and what is
             # thrown in (a cancellation).
-            yielded = run(send, sent) if thrown is None else run(throw, thrown)
+            yielded = step(send, sent) if thrown is None else step(throw, thrown)
         except StopIteration as stop:
             return stop.value  # type: ignore[no-any-return]
         try:

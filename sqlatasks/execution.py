@@ -18,7 +18,7 @@ import anyio
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from sqlatasks import attempts, cancellation, errors, hooks, logs, registry, reporting
-from sqlatasks.context import TaskRun, isolated, running
+from sqlatasks.context import TaskRun, isolated
 from sqlatasks.outcomes import (
     Committed,
     Completed,
@@ -184,7 +184,7 @@ def _resolve(claimed: ClaimedTask, limits: Limits) -> tuple[Task[Any], Any] | Fa
         return Failed(claimed, error=errors.describe(exc, with_traceback=True), retry_in=None)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs more, per task
 class _Ran:
     committed: bool | None
     """A session task's transaction: committed, or its lease was lost; None for others."""
@@ -228,10 +228,10 @@ async def _perform(
         else:
             returned = keep(await task(payload))
 
-    with scope, running(run):
-        # In a fresh copy of the slot's context: a ContextVar the task (or a middleware) sets
-        # is not seen by the slot's next task.
-        raised = await isolated(_run_step(run, call))
+    with scope:
+        # In a fresh copy of the slot's context, where current_task() is `run`: a ContextVar
+        # the task (or a middleware) sets is not seen by the slot's next task.
+        raised = await isolated(_run_step(run, call), run)
     if not scope.cancel_called:  # the hot path: no clock read
         return _Ran(committed, raised, timed_out=False, interrupted=False, returned=returned)
     # The time limit fired if the clock is past it. Not cancelled_caught: a task that

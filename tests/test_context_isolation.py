@@ -5,6 +5,7 @@ next task in that slot. Real runners, a real PostgreSQL; and `context.isolated` 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from contextvars import ContextVar
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from sqlatasks import enqueue
-from sqlatasks.context import isolated
+from sqlatasks.context import TaskRun, current_task, isolated
 from tests import context_tasks, ledger
 from tests.conftest import count_tasks
 from tests.processes import Runners
@@ -50,17 +51,21 @@ async def test_a_contextvar_set_by_one_task_is_not_seen_by_the_next_in_its_slot(
 
 
 variable: ContextVar[str] = ContextVar("variable", default="outer")
+RUN = TaskRun(1, "t", "default", attempt=1, max_attempts=None, lease_token=uuid.uuid4())
 
 
 async def test_isolated_sees_the_outer_context_and_keeps_its_own_sets() -> None:
     async def sets_and_suspends() -> str:
         seen = variable.get()
+        assert current_task() is RUN
         variable.set("inner")
         await asyncio.sleep(0)
         return f"{seen}, then {variable.get()}"
 
-    assert await isolated(sets_and_suspends()) == "outer, then inner"
+    assert await isolated(sets_and_suspends(), RUN) == "outer, then inner"
     assert variable.get() == "outer"
+    with pytest.raises(LookupError):
+        current_task()
 
 
 async def test_isolated_passes_exceptions_and_cancellation_through() -> None:
@@ -69,7 +74,7 @@ async def test_isolated_passes_exceptions_and_cancellation_through() -> None:
         raise ValueError("its own")
 
     with pytest.raises(ValueError, match="its own"):
-        await isolated(fails())
+        await isolated(fails(), RUN)
 
     finished = False
 
@@ -79,6 +84,6 @@ async def test_isolated_passes_exceptions_and_cancellation_through() -> None:
         finished = True
 
     with anyio.move_on_after(0.05) as scope:
-        await isolated(sleeps())
+        await isolated(sleeps(), RUN)
     assert scope.cancelled_caught
     assert not finished
