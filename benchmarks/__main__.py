@@ -21,6 +21,7 @@ from benchmarks import (
     latency,
     measure,
     notify_cost,
+    peers,
     process,
     report,
     unique_cost,
@@ -43,6 +44,7 @@ SCENARIOS: dict[str, Scenario] = {
     "unlogged": unlogged.run,
     "unique_cost": unique_cost.run,
     "flow_cost": flow_cost.run,
+    "peers": peers.run,
 }
 
 
