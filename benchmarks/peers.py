@@ -23,6 +23,7 @@ of each peer counts; the ratios are sqlatasks' rates to it.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import sys
 import time
@@ -47,17 +48,18 @@ async def run(url: str, quick: bool) -> list[measure.Row]:
     dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
     try:
         peers: list[measure.Row] = []
-        for batch, cap in PGQUEUER:
+        for batch, cap in PGQUEUER if _installed("pgqueuer") else ():
             name = f"pgqueuer 1 process, batch {batch}, concurrency {cap}"
             seconds = await _peer("pgqueuer", dsn, tasks, batch, cap)
             peers.append(measure.Row(name, tasks, (seconds,)))
-        for concurrency in PROCRASTINATE:
+        for concurrency in PROCRASTINATE if _installed("procrastinate") else ():
             name = f"procrastinate 1 process, concurrency {concurrency}"
             seconds = await _peer("procrastinate", dsn, tasks, concurrency)
             peers.append(measure.Row(name, tasks, (seconds,)))
         best = {
             peer: max((r for r in peers if r.name.startswith(peer)), key=lambda r: r.rate).name
             for peer in ("pgqueuer", "procrastinate")
+            if any(r.name.startswith(peer) for r in peers)
         }
         for workers, concurrency in process.SHAPES:
             raw_name = f"raw asyncpg claim+delete, {workers} conn x batch {concurrency}"
@@ -81,6 +83,15 @@ async def run(url: str, quick: bool) -> list[measure.Row]:
         await database.truncate(engine)
         await engine.dispose()
     return rows
+
+
+def _installed(peer: str) -> bool:
+    """Whether `peer` can be imported here (the `bench` dependency group); if not, its rows are
+    left out, with a line saying so."""
+    if importlib.util.find_spec(peer) is not None:
+        return True
+    print(f"  {peer}: not installed (the bench dependency group); skipped", flush=True)
+    return False
 
 
 async def _peer(peer: str, dsn: str, tasks: int, *settings: int) -> float:

@@ -82,8 +82,7 @@ class Task(Generic[PayloadT]):
 
     @functools.cached_property
     def policy(self) -> attempts.RetryPolicy:
-        """Its time limit and retry options, for the rules in `sqlatasks.attempts`; built once
-        (read for every execution)."""
+        """Its time limit and retry options, for `sqlatasks.attempts`; built once, read often."""
         return attempts.RetryPolicy(
             timeout=self.timeout,
             retry_delay=self.retry_delay,

@@ -18,7 +18,7 @@ import pytest
 from benchmarks.__main__ import SCENARIOS
 from tests.conftest import ROOT
 
-DRAINED = {"process", "latency", "churn", "unlogged"}
+DRAINED = {"process", "latency", "churn", "unlogged", "peers"}
 """Scenarios that queue tasks for the runner and wait for every one of them to run."""
 
 
