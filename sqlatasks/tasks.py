@@ -80,9 +80,9 @@ class Task(Generic[PayloadT]):
             )
         return await typing.cast("SessionTaskFunction[PayloadT]", self.function)(payload, session)
 
-    @property
+    @functools.cached_property
     def policy(self) -> attempts.RetryPolicy:
-        """Its time limit and retry options, for the rules in `sqlatasks.attempts`."""
+        """Its time limit and retry options, for `sqlatasks.attempts`; built once, read often."""
         return attempts.RetryPolicy(
             timeout=self.timeout,
             retry_delay=self.retry_delay,

@@ -38,8 +38,8 @@ from sqlatasks import (
     poolers,
     registry,
     scheduler,
-    tracing,
     throughput,
+    tracing,
     transactions,
 )
 from sqlatasks.completer import Completer

@@ -21,7 +21,7 @@ pytest.importorskip("pgserver", reason="the benchmarks need the embedded extra (
 from benchmarks.__main__ import SCENARIOS
 from tests.conftest import ROOT
 
-DRAINED = {"process", "latency", "churn", "unlogged", "retention_cost", "finished_size"}
+DRAINED = {"process", "latency", "churn", "unlogged", "retention_cost", "finished_size", "peers"}
 """Scenarios that queue tasks for the runner and wait for every one of them to run."""
 
 
