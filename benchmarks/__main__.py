@@ -24,6 +24,7 @@ from benchmarks import (
     measure,
     notify_cost,
     observe_cost,
+    peers,
     process,
     report,
     retention_cost,
@@ -52,6 +53,7 @@ SCENARIOS: dict[str, Scenario] = {
     "finished_size": finished_size.run,
     "observe_cost": observe_cost.run,
     "rollup_cost": rollup_cost.run,
+    "peers": peers.run,
 }
 
 

@@ -6,6 +6,8 @@
   a session is the way in), with the issue's target marked;
 - latency.png: the pickup latency distribution, NOTIFY against polling;
 - churn.png: table, index and total size, and dead row versions, over the churn run;
+- peers.png: no-op tasks drained per second by the raw loop, the runner at its shapes, and
+  pgqueuer and procrastinate at each of their settings, from one run (`peers`);
 - hosts.png: tasks/s drained by 1-8 runner hosts against one PostgreSQL, and the CPU cores
   PostgreSQL and the whole machine used meanwhile (`python -m benchmarks hosts`).
 
@@ -55,7 +57,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     found = {path.stem: json.loads(path.read_text()) for path in args.results.glob("*.json")}
     args.out.mkdir(parents=True, exist_ok=True)
-    charts = (("rates", _rates), ("latency", _latency), ("churn", _churn), ("hosts", _hosts))
+    charts = (
+        ("rates", _rates),
+        ("latency", _latency),
+        ("churn", _churn),
+        ("peers", _peers),
+        ("hosts", _hosts),
+    )
     for name, draw in charts:
         path = args.out / f"{name}.png"
         if draw(found, path):
@@ -92,6 +100,27 @@ def _rates(found: dict[str, Any], path: Path) -> bool:
     axes.set_xlim(0, 1.6)
     axes.set_xlabel("rate as a ratio to its limit (1.0 = as fast; black tick = the target)")
     axes.set_title("sqlatasks against the limit, same run, same database")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return True
+
+
+def _peers(found: dict[str, Any], path: Path) -> bool:
+    document = found.get("peers")
+    if document is None:
+        return False
+    bars = [(r["name"], r["rate_per_second"]) for r in document["rows"]]
+    colours = {"raw": "tab:grey", "sqlatasks": "tab:blue"}
+    figure, axes = plt.subplots(figsize=(9, 0.45 * len(bars) + 1.2))
+    positions = range(len(bars))[::-1]
+    for y, (name, rate) in zip(positions, bars, strict=True):
+        axes.barh(y, rate, color=colours.get(name.split()[0], "tab:orange"), height=0.6)
+        axes.text(rate, y, f" {rate:,.0f}/s", va="center", fontsize=8)
+    axes.set_yticks(list(positions), [name for name, _ in bars], fontsize=8)
+    axes.set_xlabel("no-op tasks drained per second (one run, one database)")
+    axes.set_title("sqlatasks beside the raw loop, pgqueuer and procrastinate")
+    axes.set_xlim(0, max(rate for _, rate in bars) * 1.25)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)

@@ -10,7 +10,7 @@ import os
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from sqlatasks import migrations, runner
+from sqlatasks import definition, migrations, runner
 
 PROG = "python -m sqlatasks"
 
@@ -56,6 +56,19 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
 AddCommand = Callable[[str, str], argparse.ArgumentParser]
 
 
+def task_id(text: str) -> int:
+    """A task id argument: an int within PostgreSQL's bigint, else an argument error (exit 2)
+    before any connection is made."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a task id is an integer, not {text!r}") from None
+    problem = definition.task_id_problem(value)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return value
+
+
 def _operator_commands(add: AddCommand) -> None:
     """The queue, its tasks and its settings (sqlatasks.operations, sqlatasks.status)."""
     add(
@@ -64,7 +77,7 @@ def _operator_commands(add: AddCommand) -> None:
         "runner knew",
     )
     show = add("show", "one task: state, attempts, times, last error and result (if kept)")
-    show.add_argument("id", type=int, metavar="ID")
+    show.add_argument("id", type=task_id, metavar="ID")
     show.add_argument("--payload", action="store_true", help="print its payload too")
     failed = add("failed", "list parked (failed) tasks, newest failure first")
     failed.add_argument("--queue")
@@ -75,14 +88,14 @@ def _operator_commands(add: AddCommand) -> None:
         ("purge", "delete failed tasks"),
     ]:
         command = add(name, what)
-        command.add_argument("ids", nargs="*", type=int, metavar="ID")
+        command.add_argument("ids", nargs="*", type=task_id, metavar="ID")
         command.add_argument("--all", action="store_true", help="every failed task")
     cancel = add(
         "cancel",
         "cancel a task: a queued, scheduled or failed one is deleted; a running one is "
         "interrupted by its worker (told by NOTIFY) and deleted",
     )
-    cancel.add_argument("id", type=int, metavar="ID")
+    cancel.add_argument("id", type=task_id, metavar="ID")
     for name, what in [
         ("pause", "start no task of a queue, in any runner, until resumed"),
         ("resume", "start a paused queue's tasks again"),

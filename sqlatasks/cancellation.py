@@ -15,6 +15,19 @@ from collections.abc import Callable
 import anyio
 import anyio.lowlevel
 
+_scope_class: type[anyio.CancelScope] | None = None
+
+
+def new_scope(deadline: float = math.inf) -> anyio.CancelScope:
+    """`anyio.CancelScope(deadline=deadline)`, without anyio's look-up of the running back end
+    on every call (a few % of a worker's time at one scope per task): the back end's class is
+    looked up once, on the first call. Only for code that runs on one back end for its life
+    (a worker's event loop)."""
+    global _scope_class
+    if _scope_class is None:
+        _scope_class = type(anyio.CancelScope())
+    return _scope_class(deadline=deadline)
+
 
 def ours(exc: BaseException) -> bool:
     """Whether `exc` is a cancellation that a scope enclosing this task issued: the attempt's

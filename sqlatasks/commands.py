@@ -137,7 +137,25 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
         print(f"{prog}: database error: {errors.one_line(exc)}", file=sys.stderr)
         return 1
     tables.show(result, as_json=getattr(args, "json", False))
+    shortfall = _shortfall(args, result)
+    if shortfall:
+        print(f"{prog} {args.command}: {shortfall}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _shortfall(args: argparse.Namespace, result: Any) -> str | None:
+    """Why `retry`/`purge` of given ids did less than asked (exit 1), or None. What was done
+    stays done: the count is printed first."""
+    if args.command not in {"retry", "purge"} or args.all:
+        return None
+    asked, done = len(set(args.ids)), next(iter(result.values()))
+    if done >= asked:
+        return None
+    why = "not parked (unknown, queued, running or finished)"
+    if args.command == "retry":
+        why += ", or a live task holds its unique key"
+    return f"{asked - done} of the {asked} task ids given were {why}"
 
 
 def _runner_arguments(argv: list[str]) -> list[str] | None:
@@ -243,7 +261,10 @@ async def _command(session: AsyncSession, args: argparse.Namespace) -> Any:
         case "purge":
             return {"deleted": await operations.delete_failed(session, ids)}
         case "cancel":
-            return {"cancelled": await operations.cancel(session, args.id)}
+            outcome = await operations.cancel(session, args.id)
+            if outcome == "missing":
+                raise TaskUnknown(f"no task has id {args.id} (finished, or never enqueued)")
+            return {"cancelled": outcome}
         case "pause" | "resume":
             change = operations.pause_queue if args.command == "pause" else operations.resume_queue
             await change(session, args.queue)

@@ -25,6 +25,28 @@ PRIORITY_RANGE = range(-32768, 32768)
 DEFAULT_QUEUE = "default"
 
 
+BIGINT = (-(2**63), 2**63 - 1)
+"""The range of a task id: the id columns are PostgreSQL `bigint` (8 bytes, signed)."""
+
+
+def task_id_problem(task_id: object) -> str | None:
+    """Why `task_id` can be no task's id (not an int, or outside `bigint`); None if it can be.
+    Checked before a statement, which would otherwise fail with the driver's own error."""
+    if isinstance(task_id, bool) or not isinstance(task_id, int):
+        return f"a task id is an int, not {task_id!r}"
+    if not BIGINT[0] <= task_id <= BIGINT[1]:
+        return f"task ids are PostgreSQL bigint (-2**63 to 2**63-1): {task_id} is out of range"
+    return None
+
+
+def checked_task_ids(*task_ids: object, where: str) -> None:
+    """InvalidOption (naming `where`, the function called) for the first id that is no task's."""
+    for task_id in task_ids:
+        problem = task_id_problem(task_id)
+        if problem is not None:
+            raise errors.InvalidOption(option="task_id", problem=problem, where=where)
+
+
 def queue_problem(queue: object) -> str | None:
     if not isinstance(queue, str) or not queue:
         return f"queue must be a non-empty string, not {queue!r}"

@@ -58,8 +58,8 @@ class Running:
     limits: Limits
     """Those of its claim."""
     lease: leases.Lease
-    """Renewed while it runs (`leases.keep`); cancels the task once lost or untrusted. Its
-    scope also takes an operator's cancel: one scope per task, not two, on the hot path."""
+    """Renewed while it runs (`leases.keep`); its scope is the one the task runs in, cancelled
+    when the lease is lost or untrusted, when its time limit runs out, or by an operator."""
     cancelled: bool = False
     """An operator cancelled it (NOTIFY) before it was cut off from its lease."""
     deadline: float | None = None
@@ -265,23 +265,25 @@ class Dispatcher:
         running = self._running.get(int(payload)) if payload.isdigit() else None
         if running is not None and not running.lease.cut_off:
             running.cancelled = True
-            running.lease.scope.cancel()
+            running.lease.interrupt()
 
     async def _execute(self, running: Running) -> None:
         claimed = running.claimed
-        outcome: outcomes.Outcome | None = None
-        with running.lease.scope:  # a lost lease; an operator's cancel (NOTIFY)
 
-            def started(deadline: float) -> None:
-                running.deadline = deadline
+        def started(deadline: float) -> None:
+            running.deadline = deadline
+            running.lease.limit(deadline)
 
-            outcome = await execution.execute(
-                claimed,
-                running.limits,
-                self._transactions,
-                on_start=started,
-                on_report=running.lease.report,
-            )
+        # The task runs in its lease's scope, whose deadline becomes the earlier of the
+        # lease's trust and its time limit: one scope per task for every cause.
+        outcome = await execution.execute(
+            claimed,
+            running.limits,
+            self._transactions,
+            on_start=started,
+            scope=running.lease.scope,
+            on_report=running.lease.report,
+        )
         # A session task whose commit was under way when the cancel came is done: keep that.
         elsewhere = isinstance(outcome, outcomes.WRITTEN_ELSEWHERE)
         cut_off = running.lease.cut_off and not running.cancelled and not elsewhere

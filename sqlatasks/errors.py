@@ -61,12 +61,13 @@ class ScheduleError(SqlatasksError, ValueError):
 
 
 class InvalidOption(SqlatasksError, ValueError):
-    """An option of enqueue() or enqueue_many() is out of range or of the wrong type."""
+    """An option or argument is out of range or of the wrong type: of enqueue() or
+    enqueue_many() (the default `where`), or of the operator functions (a task id, a queue)."""
 
-    def __init__(self, *, option: str, problem: str) -> None:
+    def __init__(self, *, option: str, problem: str, where: str = "enqueue()") -> None:
         self.option = option
         self.problem = problem
-        super().__init__(f"enqueue(): {problem}")
+        super().__init__(f"{where}: {problem}")
 
 
 class PayloadError(SqlatasksError, ValueError):

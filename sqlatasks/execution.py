@@ -12,13 +12,13 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 import anyio
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from sqlatasks import attempts, cancellation, errors, hooks, logs, registry, reporting
-from sqlatasks.context import TaskRun, running
+from sqlatasks.context import TaskRun, isolated
 from sqlatasks.outcomes import (
     Committed,
     Completed,
@@ -46,13 +46,36 @@ class Limits:
     """Seconds a finished task is kept when its @task does not say (--keep)."""
 
 
+@overload
 async def execute(
     claimed: ClaimedTask,
     limits: Limits,
     transactions: RunInTransaction,
     on_start: Callable[[float], None] | None = None,
+    scope: None = None,
     on_report: Callable[[str], None] | None = None,
-) -> Outcome:
+) -> Outcome: ...
+
+
+@overload
+async def execute(
+    claimed: ClaimedTask,
+    limits: Limits,
+    transactions: RunInTransaction,
+    on_start: Callable[[float], None] | None,
+    scope: anyio.CancelScope,
+    on_report: Callable[[str], None] | None = None,
+) -> Outcome | None: ...
+
+
+async def execute(
+    claimed: ClaimedTask,
+    limits: Limits,
+    transactions: RunInTransaction,
+    on_start: Callable[[float], None] | None = None,
+    scope: anyio.CancelScope | None = None,
+    on_report: Callable[[str], None] | None = None,
+) -> Outcome | None:
     """Run `claimed` and return its outcome; only shutdown's cancellation escapes.
 
     The steps: refuse an attempt past the limit, resolve the task and its payload, run it
@@ -61,10 +84,18 @@ async def execute(
     clock), just before it runs; `on_report(json_text)` takes its progress reports
     (`TaskRun.on_report`). Every outcome is logged (DEBUG; a failure at WARNING or
     ERROR by the dispatcher) and reported to the hooks' end, retry and park events.
+
+    `scope`: the caller's cancel scope, not yet entered, for the task to run in (the worker's
+    lease scope: one scope per task for every cause); its deadline is lowered to the time
+    limit here. None makes a scope of its own, and the outcome is never None. With the
+    caller's scope, None means the caller cancelled it (a lost lease, an operator's cancel)
+    and the task ended in that cancellation: nothing is reported, the caller says what
+    became of it.
     """
     started = time.perf_counter()
-    outcome = await _steps(claimed, limits, transactions, on_start, on_report)
-    reporting.report(outcome, time.perf_counter() - started)
+    outcome = await _steps(claimed, limits, transactions, on_start, scope, on_report)
+    if outcome is not None:
+        reporting.report(outcome, time.perf_counter() - started)
     return outcome
 
 
@@ -73,8 +104,9 @@ async def _steps(
     limits: Limits,
     transactions: RunInTransaction,
     on_start: Callable[[float], None] | None,
+    scope: anyio.CancelScope | None,
     on_report: Callable[[str], None] | None,
-) -> Outcome:
+) -> Outcome | None:
     if attempts.lost_before(claimed.attempts, claimed.max_attempts):
         # Claimed again after a lease ran out (its worker died mid-attempt): never run past
         # the limit.
@@ -88,11 +120,16 @@ async def _steps(
     ends = now + limit
     if on_start is not None:
         on_start(ends)
+    if scope is None:
+        scope = cancellation.new_scope()
+    scope.deadline = min(scope.deadline, ends)
     keep = _keeping(task, limits, now)
-    ran = await _perform(claimed, task, payload, transactions, ends, keep, on_report)
+    ran = await _perform(claimed, task, payload, transactions, scope, ends, keep, on_report)
     # First: a commit that went through is final, even if the deadline passed while it ran.
     if ran.committed is not None:
         return Committed(claimed) if ran.committed else LeaseLost(claimed)
+    if ran.interrupted:
+        return None
     if ran.timed_out:
         error = f"TimeoutError: exceeded its {limit:g} s limit"
         return failure(claimed, task, limits, error, raised=TimeoutError)
@@ -152,12 +189,14 @@ def _resolve(claimed: ClaimedTask, limits: Limits) -> tuple[Task[Any], Any] | Fa
         return Failed(claimed, error=errors.describe(exc, with_traceback=True), retry_in=None)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs more, per task
 class _Ran:
     committed: bool | None
     """A session task's transaction: committed, or its lease was lost; None for others."""
     raised: BaseException | None
     timed_out: bool
+    interrupted: bool
+    """The scope was cancelled for another cause than the time limit, and that ended the task."""
     returned: Keep | None
     """What to keep of a run that returned, when the task is kept."""
 
@@ -167,6 +206,7 @@ async def _perform(
     task: Task[Any],
     payload: Any,
     transactions: RunInTransaction,
+    scope: anyio.CancelScope,
     deadline: float,
     keep: Callable[[Any], Keep | None],
     on_report: Callable[[str], None] | None,
@@ -196,11 +236,18 @@ async def _perform(
         else:
             returned = keep(await task(payload))
 
-    with anyio.CancelScope(deadline=deadline) as scope, running(run):
-        raised = await _run_step(run, call)
-    # cancel_called, not cancelled_caught: a task that swallowed its cancellation and
-    # returned still ran past its limit, and counts as a failure.
-    return _Ran(committed, raised, timed_out=scope.cancel_called, returned=returned)
+    with scope:
+        # In a fresh copy of the slot's context, where current_task() is `run`: a ContextVar
+        # the task (or a middleware) sets is not seen by the slot's next task.
+        raised = await isolated(_run_step(run, call), run)
+    if not scope.cancel_called:  # the hot path: no clock read
+        return _Ran(committed, raised, timed_out=False, interrupted=False, returned=returned)
+    # The time limit fired if the clock is past it. Not cancelled_caught: a task that
+    # swallowed its cancellation and returned still ran past its limit, and counts as a
+    # failure. Another cause (the caller's) counts only if the task ended in it.
+    timed_out = anyio.current_time() >= deadline
+    interrupted = not timed_out and scope.cancelled_caught
+    return _Ran(committed, raised, timed_out, interrupted, returned)
 
 
 async def _run_step(run: TaskRun, call: hooks.CallNext) -> BaseException | None:

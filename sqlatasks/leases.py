@@ -29,7 +29,7 @@ import anyio
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from sqlatasks import attempts, errors
+from sqlatasks import attempts, cancellation, errors
 from sqlatasks.backoff import Backoff
 from sqlatasks.connection import HeldConnection
 from sqlatasks.context import PROGRESS_PERIOD
@@ -42,13 +42,34 @@ log = logging.getLogger(__name__)
 
 
 class Lease:
-    """The lease of one running task, as this worker sees it."""
+    """The lease of one running task, as this worker sees it, and the one cancel scope its
+    execution runs in (one per task on the hot path, not one per cause). The scope's deadline
+    is the earlier of the lease's trust and the task's time limit (`limit`); it is also
+    cancelled when a renewal finds the lease gone (`lost`) and by an operator's cancel
+    (`interrupt`). Which of them fired is told afterwards: `cut_off` for the lease (and an
+    operator's cancel), the time limit by the clock (`sqlatasks.execution`)."""
+
+    __slots__ = (
+        "_reported",
+        "ends",
+        "interrupted",
+        "progress",
+        "scope",
+        "taken_over",
+        "trusted_until",
+    )
 
     def __init__(self, trusted_until: float, reported: Wakeup | None = None) -> None:
-        self.scope = anyio.CancelScope(deadline=trusted_until)
-        """Wraps the execution: cancelled when the lease is lost or no longer trusted."""
+        self.scope = cancellation.new_scope(trusted_until)
+        """Wraps the execution; entered by `sqlatasks.execution`."""
+        self.trusted_until = trusted_until
+        """anyio's clock: when the task is cancelled unless a renewal gets through first."""
+        self.ends = math.inf
+        """anyio's clock: when the task's time limit runs out, once it has started."""
         self.taken_over = False
         """A renewal found the lease gone (else, if cut off, no renewal got through in time)."""
+        self.interrupted = False
+        """Cancelled on purpose: the lease was found gone, or an operator cancelled the task."""
         self.progress: tuple[str, float] | None = None
         """The latest progress the task reported and no write has taken yet: (JSON text,
         `time.monotonic()` when reported)."""
@@ -63,20 +84,31 @@ class Lease:
             self._reported.set_from_any_thread()
 
     @property
-    def trusted_until(self) -> float:
-        """anyio's clock: when the task is cancelled unless a renewal gets through first."""
-        return self.scope.deadline
-
-    @property
     def cut_off(self) -> bool:
-        """Whether the task was cancelled for its lease (lost, or not renewed in time)."""
-        return self.scope.cancel_called
+        """Whether the task was cancelled for its lease (lost, or not renewed in time) or by an
+        operator; not when only its time limit ran out (its lease is still renewed then)."""
+        if not self.scope.cancel_called:  # the hot path: nothing happened
+            return False
+        return self.interrupted or anyio.current_time() >= self.trusted_until
+
+    def limit(self, ends: float) -> None:
+        """The task starts, and its time limit runs out at `ends` (anyio's clock)."""
+        self.ends = ends
+        self.scope.deadline = min(self.trusted_until, ends)
 
     def renewed(self, trusted_until: float) -> None:
-        self.scope.deadline = max(self.scope.deadline, trusted_until)
+        if self.cut_off:  # a renewal that answers after the lease's trust ran out is too late
+            return
+        self.trusted_until = max(self.trusted_until, trusted_until)
+        self.scope.deadline = min(self.trusted_until, self.ends)
 
     def lost(self) -> None:
         self.taken_over = True
+        self.interrupt()
+
+    def interrupt(self) -> None:
+        """Cancel the task now (its lease is lost, or an operator cancelled it)."""
+        self.interrupted = True
         self.scope.cancel()
 
 

@@ -36,6 +36,10 @@ TASK_FIELDS = ("task_id", "task_name", "task_attempt")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(origin)s %(name)s: %(message)s"
 _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 _attached: logging.Handler | None = None
+MAX_LINE = 1 << 20
+"""Bytes of one relayed line at most, newline included: the supervisor reads no further. A
+record that would be longer has its longest strings cut to fit (`fitted`), marked as cut."""
+CUT_MARK = " [sqlatasks: {} more characters cut, the record was over 1 MiB]"
 
 
 def formatter(log_format: LogFormat, origin: str) -> logging.Formatter:
@@ -154,13 +158,48 @@ class RelayHandler(logging.handlers.SocketHandler):
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         fields = {key: value for key, value in record.__dict__.items() if key != "exc_info"}
         fields.update(msg=record.getMessage(), args=None, origin=self._origin)
-        return json.dumps(fields, default=str).encode() + b"\n"
+        return fitted(fields)  # the supervisor reads MAX_LINE bytes of a line at most
 
     def send_event(self, event: dict[str, Any]) -> None:
         """Send a metric event (a dict with an "event" key) on the same connection."""
         line = json.dumps(event, default=str).encode() + b"\n"
         with self.lock:  # type: ignore[union-attr]
             self.send(line)
+
+
+def fitted(fields: dict[str, Any], limit: int = MAX_LINE) -> bytes:
+    """`fields` as one JSON line of at most `limit` bytes: a longer record has its string
+    fields (the message, the traceback, an `extra`) cut to fair shares of the room — a short
+    one whole, the long ones alike — each cut one ending in CUT_MARK, saying how many
+    characters went. So the line still reaches the runner's stderr, with its start."""
+    line = _line(fields)
+    target = limit
+    while len(line) > limit:
+        line = _cut(fields, target)
+        target -= len(line) - limit + 1024  # JSON's escapes made a cut too long: again
+    return line
+
+
+def _cut(fields: dict[str, Any], limit: int) -> bytes:
+    texts = [key for key, value in fields.items() if isinstance(value, str)]
+    room = limit - len(_line({**fields, **dict.fromkeys(texts, "")})) - 16
+    if room < len(CUT_MARK) * len(texts):  # a huge non-string extra: the bare record
+        keep = ("name", "levelname", "levelno", "created", "msecs", "origin", "msg")
+        return fitted({key: fields[key] for key in keep if key in fields}, limit)
+    size = {key: len(json.dumps(fields[key])) - 2 for key in texts}  # bytes, as JSON writes
+    out = dict(fields)
+    for done, key in enumerate(sorted(texts, key=size.__getitem__)):
+        share = room // (len(texts) - done)
+        if size[key] > share:
+            text = fields[key]
+            kept = max((share - len(CUT_MARK) - 12) * len(text) // size[key], 0)
+            out[key] = text[:kept] + CUT_MARK.format(len(text) - kept)
+        room -= len(json.dumps(out[key])) - 2
+    return _line(out)
+
+
+def _line(fields: dict[str, Any]) -> bytes:
+    return json.dumps(fields, default=str).encode() + b"\n"
 
 
 class Relay:

@@ -29,7 +29,7 @@ from anyio.abc import SocketStream, TaskStatus
 from anyio.streams.buffered import BufferedByteReceiveStream
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from sqlatasks import errors, migrations
+from sqlatasks import errors, logs, migrations
 from sqlatasks.logs import Relay
 from sqlatasks.settings import STARTUP_GRACE, Settings
 from sqlatasks.sql import metrics as metrics_sql
@@ -38,8 +38,8 @@ if TYPE_CHECKING:
     from sqlatasks.supervisor import WorkerSeat
 
 log = logging.getLogger(__name__)
-MAX_LINE = 1 << 20
-"""Bytes of one relayed record at most (a traceback tail is far shorter)."""
+MAX_LINE = logs.MAX_LINE
+"""Bytes of one relayed record at most: the workers cut longer ones to fit (`logs.fitted`)."""
 SCRAPE_MIN_INTERVAL = 1.0
 """Seconds between two queue statements, however many scrapers there are."""
 
@@ -62,7 +62,8 @@ async def serve_relay(relay: Relay, *, task_status: TaskStatus[int]) -> None:
                 except (anyio.EndOfStream, anyio.IncompleteRead, anyio.BrokenResourceError):
                     return
                 except anyio.DelimiterNotFound:
-                    log.warning("a worker's log record exceeded %d bytes: dropped", MAX_LINE)
+                    # workers cut their records to fit (logs.fitted): another sender's line
+                    log.warning("a log line over %d bytes: its connection is dropped", MAX_LINE)
                 finally:
                     relay.closed()
 

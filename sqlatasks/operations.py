@@ -66,13 +66,17 @@ async def retry_failed(session: AsyncSession, ids: Sequence[int] | Literal["all"
 
     A parked task with a unique key is retried only if no live task holds its key (and of
     several parked tasks sharing a key, only the oldest); the others stay parked. Never raises
-    for a taken key."""
+    for a taken key. InvalidOption for an id no task can have (outside PostgreSQL's bigint)."""
+    if ids != "all":
+        definition.checked_task_ids(*ids, where="retry_failed()")
     return await sql.failed_retry(await session.connection(), None if ids == "all" else ids)
 
 
 @sessions.async_only
 async def delete_failed(session: AsyncSession, ids: Sequence[int] | Literal["all"]) -> int:
-    """Delete parked tasks; the number deleted."""
+    """Delete parked tasks; the number deleted. InvalidOption for an id no task can have."""
+    if ids != "all":
+        definition.checked_task_ids(*ids, where="delete_failed()")
     return await sql.failed_delete(await session.connection(), None if ids == "all" else ids)
 
 
@@ -91,7 +95,8 @@ async def cancel(
 
     Kept as `cancelled` for `get_task` and `wait_for` (docs/status.md) for `keep` seconds;
     by default for the task's own `@task(keep=)` when this process has imported the task,
-    else not kept."""
+    else not kept. InvalidOption for an id no task can have (outside PostgreSQL's bigint)."""
+    definition.checked_task_ids(task_id, where="cancel()")
     task_keeps = {t.name: t.keep for t in registry.all_tasks() if t.keep}
     return await sql.task_cancel(
         await session.connection(), task_id, keep=keep, task_keeps=task_keeps

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -194,6 +194,51 @@ def nul_path(text: str) -> str | None:
     if _NUL_ESCAPE not in text:  # the common case: no need to parse
         return None
     return _nul_path(json.loads(text), "")
+
+
+def result_json(adapter: pydantic.TypeAdapter[Any], value: Any) -> str | None:
+    """What a task returned, as JSON text by its return annotation's `adapter` (None for None).
+
+    Raises pydantic's PydanticSerializationError when the value does not fit the annotation's
+    JSON form, and ValueError when JSON or jsonb cannot hold it: a NUL character (jsonb refuses
+    `\\u0000`), or a float `nan` or `inf` that pydantic would write as JSON `null` (JSON has no
+    NaN or Infinity, RFC 8259 section 6) — a model with `ser_json_inf_nan="strings"` or
+    `"constants"` writes those itself, and is left alone.
+    """
+    if value is None:
+        return None
+    text = adapter.dump_json(value).decode()
+    refuse_nul_in_result(text)
+    if "null" in text:  # the common case, no null at all: no need to look
+        path = _non_finite_path(value, "")
+        if path is not None:
+            raise ValueError(
+                f"the result is not JSON: {path} is a float nan or inf, which JSON cannot "
+                "carry (it would be stored as null); return None, a string, or a model with "
+                'ser_json_inf_nan="strings"'
+            )
+    return text
+
+
+def _non_finite_path(value: Any, path: str) -> str | None:
+    """Where a float nan/inf sits in a result that pydantic writes as JSON null; None if none."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else (path or "the value returned")
+    if isinstance(value, pydantic.BaseModel):
+        if type(value).model_config.get("ser_json_inf_nan", "null") != "null":
+            return None  # the model writes NaN and Infinity itself
+        items: list[tuple[str, Any]] = [(name, getattr(value, name)) for name in value.__dict__]
+        items += list((value.model_extra or {}).items())
+        return _first(_non_finite_path(item, _join(path, name)) for name, item in items)
+    if isinstance(value, Mapping):
+        return _first(_non_finite_path(item, f"{path}[{key!r}]") for key, item in value.items())
+    if isinstance(value, list | tuple | set | frozenset):
+        return _first(_non_finite_path(item, f"{path}[{i}]") for i, item in enumerate(value))
+    return None
+
+
+def _first(found: Iterable[str | None]) -> str | None:
+    return next((path for path in found if path is not None), None)
 
 
 def refuse_nul_in_result(text: str) -> None:

@@ -299,4 +299,6 @@ class Settings(BaseSettings):
             shown = (
                 "" if field in {"database_url", "listen_url"} else f", got {first['input']!r}"
             )  # secrets
-            raise errors.ConfigurationError(f"invalid {names}: {first['msg']}{shown}") from None
+            # pydantic starts a validator's own sentence with "Value error, ": not for users
+            message = first["msg"].removeprefix("Value error, ")
+            raise errors.ConfigurationError(f"invalid {names}: {message}{shown}") from None

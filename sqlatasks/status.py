@@ -16,7 +16,7 @@ import pydantic
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from sqlatasks import errors, registry, sessions
+from sqlatasks import definition, errors, registry, sessions
 from sqlatasks.rows import KeptCount, Progress, TaskInfo
 from sqlatasks.sql import status as sql
 
@@ -28,7 +28,8 @@ async def get_task(
     session: AsyncSession, task_id: int, *, payload: bool = False
 ) -> TaskInfo | None:
     """The task's state, attempts, last error, times, worker, last progress and (when kept)
-    result; None when nothing is known of it. The payload only with `payload=True`."""
+    result; None when nothing is known of it. The payload only with `payload=True`.
+    InvalidOption for an id no task can have (not an int, or outside PostgreSQL's bigint)."""
     return await read(await session.connection(), task_id, payload=payload)
 
 
@@ -50,6 +51,7 @@ async def kept_counts(session: AsyncSession) -> list[KeptCount]:
 
 async def read(conn: AsyncConnection, task_id: int, *, payload: bool = False) -> TaskInfo | None:
     """`get_task` on a connection (for `wait_for`, which has no session of the caller's)."""
+    definition.checked_task_ids(task_id, where="get_task()")
     row = await sql.task_get(conn, task_id, payload=payload)
     return None if row is None else _info(row)
 

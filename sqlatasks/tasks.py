@@ -80,9 +80,9 @@ class Task(Generic[PayloadT]):
             )
         return await typing.cast("SessionTaskFunction[PayloadT]", self.function)(payload, session)
 
-    @property
+    @functools.cached_property
     def policy(self) -> attempts.RetryPolicy:
-        """Its time limit and retry options, for the rules in `sqlatasks.attempts`."""
+        """Its time limit and retry options, for `sqlatasks.attempts`; built once, read often."""
         return attempts.RetryPolicy(
             timeout=self.timeout,
             retry_delay=self.retry_delay,
@@ -98,12 +98,9 @@ class Task(Generic[PayloadT]):
 
     def dump_result(self, value: Any) -> str | None:
         """What the task returned, as JSON text (None for None); PydanticSerializationError
-        when it does not fit its annotation's JSON form, ValueError when jsonb cannot hold it."""
-        if value is None:
-            return None
-        text = self._results.dump_json(value).decode()
-        payloads.refuse_nul_in_result(text)
-        return text
+        when it does not fit its annotation's JSON form, ValueError when JSON or jsonb cannot
+        hold it (a float nan or inf, a NUL character): `sqlatasks.payloads.result_json`."""
+        return payloads.result_json(self._results, value)
 
     def load_result(self, text: str) -> Any:
         """A stored result, validated as the return annotation's type."""

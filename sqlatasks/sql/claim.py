@@ -117,18 +117,10 @@ async def task_claim(
     elif excluded:
         parameters["excluded"] = list(excluded)
     result = await conn.execute(_statement(queues, excluded, limited), parameters)
+    # Unpacked by position (the RETURNING list's order), not by name: cheaper per row.
     return [
-        rows.ClaimedTask(
-            id=row.id,
-            task_name=row.task_name,
-            queue=row.queue,
-            payload=row.payload,
-            attempts=row.attempts,
-            max_attempts=row.max_attempts,
-            lease_token=token,
-            trace_context=row.trace_context,
-        )
-        for row in result
+        rows.ClaimedTask(id_, name, queue, payload, attempts, max_attempts, token, trace)
+        for id_, name, queue, payload, attempts, max_attempts, trace in result
     ]
 
 

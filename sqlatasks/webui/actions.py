@@ -53,8 +53,11 @@ class Actions:
         if refused is not None:
             return refused
         task_id = int(form.get("id", ["0"])[0])
-        async with AsyncSession(self.config.engine) as session, session.begin():
-            outcome = await operations.cancel(session, task_id)
+        try:
+            async with AsyncSession(self.config.engine) as session, session.begin():
+                outcome = await operations.cancel(session, task_id)
+        except errors.InvalidOption as exc:
+            return PlainTextResponse(exc.problem, status_code=400)
         return _back(request, f"/task/{task_id}", f"task {task_id}: {outcome}")
 
     async def pause(self, request: Request) -> Response:
@@ -93,12 +96,15 @@ class Actions:
         everything = form.get("all", [""])[0] == "1"
         if not ids and not everything:
             return PlainTextResponse("choose tasks, or all", status_code=400)
-        async with AsyncSession(self.config.engine) as session, session.begin():
-            chosen: Sequence[int] | Literal["all"] = ids
-            if everything:
-                chosen = await _matching(session, queue, name, self.config.cap)
-            act = operations.retry_failed if do == "retry" else operations.delete_failed
-            count = await act(session, chosen)
+        try:
+            async with AsyncSession(self.config.engine) as session, session.begin():
+                chosen: Sequence[int] | Literal["all"] = ids
+                if everything:
+                    chosen = await _matching(session, queue, name, self.config.cap)
+                act = operations.retry_failed if do == "retry" else operations.delete_failed
+                count = await act(session, chosen)
+        except errors.InvalidOption as exc:
+            return PlainTextResponse(exc.problem, status_code=400)
         done = f"{'retried' if do == 'retry' else 'purged'} {count}"
         if len(ids) == 1 and not everything:
             return _back(request, f"/task/{ids[0]}", done)

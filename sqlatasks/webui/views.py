@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
-from sqlatasks import cron, status
+from sqlatasks import cron, definition, status
 from sqlatasks.sql import dashboard as sql
 from sqlatasks.webui import chart, forms
 from sqlatasks.webui import html as h
@@ -154,8 +154,10 @@ class Views:
     async def task(self, request: Request) -> Response:
         task_id, base = int(request.path_params["task_id"]), base_path(request)
         show_payload = request.query_params.get("payload") == "1"
-        async with self.config.engine.connect() as conn:
-            info = await status.read(conn, task_id, payload=show_payload)
+        info = None
+        if definition.task_id_problem(task_id) is None:  # else no task has it (past bigint)
+            async with self.config.engine.connect() as conn:
+                info = await status.read(conn, task_id, payload=show_payload)
         if info is None:
             body = f"<p>Nothing is known of task {task_id} (finished and not kept?).</p>"
             return self._page(request, f"Task {task_id}", body, refresh=None, code=404)
