@@ -38,10 +38,10 @@ from sqlatasks import (
     poolers,
     runner,
     settings,
+    startup,
     status,
     tables,
 )
-from sqlatasks.models import TABLE_NAME
 from sqlatasks.sql import server
 
 PROG = arguments.PROG
@@ -215,18 +215,9 @@ async def _run(url: str, args: argparse.Namespace) -> Any:
             return {"from": before, "to": after}
         async with AsyncSession(engine) as session, session.begin():
             connection = await session.connection()
-            found = await connection.run_sync(migrations.current_version)
-            if found == 0 and await server.schema_version(connection) is None:
-                # No queue table: not migrated yet, or a mistyped schema.
-                raise SchemaBehind(
-                    f"the queue table {TABLE_NAME} does not exist: check --schema "
-                    "(SQLATASKS_SCHEMA), or run `sqlatasks migrate` (or your alembic upgrade)"
-                )
-            if found < migrations.LATEST:
-                raise SchemaBehind(
-                    f"the database's sqlatasks schema is version {found}, this sqlatasks needs "
-                    f"{migrations.LATEST}: run `sqlatasks migrate` (or your alembic upgrade)"
-                )
+            problem = startup.schema_problem(await server.schema_version(connection))
+            if problem is not None:
+                raise SchemaBehind(problem)
             return await _command(session, args)
     finally:
         await engine.dispose()

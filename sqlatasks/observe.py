@@ -29,10 +29,11 @@ from anyio.abc import SocketStream, TaskStatus
 from anyio.streams.buffered import BufferedByteReceiveStream
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from sqlatasks import errors, logs, migrations
+from sqlatasks import errors, logs, startup
 from sqlatasks.logs import Relay
 from sqlatasks.settings import STARTUP_GRACE, Settings
 from sqlatasks.sql import metrics as metrics_sql
+from sqlatasks.sql import server
 
 if TYPE_CHECKING:
     from sqlatasks.supervisor import WorkerSeat
@@ -158,15 +159,14 @@ class Metrics:
 
 
 async def ready_problem(engine: AsyncEngine) -> str | None:
-    """Why the runner is not ready: the database unreachable or its schema behind; else None."""
+    """Why the runner is not ready: the database unreachable, or its queue table missing or
+    behind (`startup.schema_problem`); else None."""
     try:
         async with engine.connect() as conn:
-            found = await conn.run_sync(migrations.current_version)
+            found = await server.schema_version(conn)
     except Exception as exc:
         return f"database unreachable: {errors.one_line(exc)}"
-    if found != migrations.LATEST:
-        return f"schema version {found}, this sqlatasks needs {migrations.LATEST}"
-    return None
+    return startup.schema_problem(found)
 
 
 Probe = Callable[[], tuple[int, list[str]]]

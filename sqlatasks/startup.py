@@ -60,21 +60,33 @@ async def wait_for_database(engine: AsyncEngine, *, give_up_after: float | None 
     _check_schema(version)
 
 
-def _check_schema(version: int | None) -> None:
-    """An older schema fails every claim and, worse, every enqueue() in the application: stop.
-    A newer one (migrated ahead of a rolling deploy) is allowed: migrations add, not remove."""
-    needed = models.SCHEMA_VERSION
+def schema_problem(version: int | None) -> str | None:
+    """What is wrong with a queue table at `version` (`server.schema_version`: None for no
+    table) for this sqlatasks, as one line naming the fix; None when it will do. An older
+    schema fails every claim and, worse, every enqueue() in the application; a newer one
+    (migrated ahead of a rolling deploy) will do: migrations add, not remove. The runner's
+    start-up, `/readyz`, `sqlatasks health` and every `sqlatasks` command ask this."""
     if version is None:
-        raise errors.ConfigurationError(
+        return (
             f"the queue table {models.TABLE_NAME} does not exist: check --schema "
             f"(SQLATASKS_SCHEMA), or {_MIGRATE}"
         )
-    if version < needed:
+    if version < models.SCHEMA_VERSION:
         found = f"schema version {version}" if version else "no schema version in its comment"
-        raise errors.ConfigurationError(
+        return (
             f"the queue table {models.TABLE_NAME} is at {found}, this sqlatasks needs "
-            f"{needed}: {_MIGRATE}"
+            f"{models.SCHEMA_VERSION}: {_MIGRATE}"
         )
+    return None
+
+
+def _check_schema(version: int | None) -> None:
+    """Stop the runner (ConfigurationError) for a schema it cannot use; warn of a newer one."""
+    needed = models.SCHEMA_VERSION
+    problem = schema_problem(version)
+    if problem is not None:
+        raise errors.ConfigurationError(problem)
+    assert version is not None
     if version > needed:
         log.warning(
             "the queue table is at schema version %d, newer than this sqlatasks knows (%d): "

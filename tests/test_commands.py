@@ -288,9 +288,9 @@ def test_a_database_behind_is_told_to_migrate(empty_url: str) -> None:
     behind = cli("status", url=empty_url)
     assert behind.returncode == 1
     assert behind.stderr == (
-        f"python -m sqlatasks: the database's sqlatasks schema is version "
+        f"python -m sqlatasks: the queue table sqlatasks_tasks is at schema version "
         f"{migrations.LATEST - 1}, this sqlatasks needs {migrations.LATEST}: run `sqlatasks "
-        "migrate` (or your alembic upgrade)\n"
+        "migrate` (or `alembic upgrade head`, with your alembic history)\n"
     )
     upgraded = json.loads(cli("migrate", "--json", url=empty_url).stdout)
     assert upgraded == {"from": migrations.LATEST - 1, "to": migrations.LATEST}

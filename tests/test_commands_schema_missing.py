@@ -18,6 +18,7 @@ def test_a_mistyped_schema_is_named_not_migrated(db_url: str) -> None:
     assert done.returncode == 1, done
     assert done.stderr == (
         'python -m sqlatasks: the queue table "jobz".sqlatasks_tasks does not exist: check '
-        "--schema (SQLATASKS_SCHEMA), or run `sqlatasks migrate` (or your alembic upgrade)\n"
+        "--schema (SQLATASKS_SCHEMA), or run `sqlatasks migrate` (or `alembic upgrade head`, "
+        "with your alembic history)\n"
     )
     assert cli("status", url=db_url).returncode == 0  # the default schema has the tables
