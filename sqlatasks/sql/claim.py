@@ -16,6 +16,7 @@ from sqlalchemy.sql.elements import TextClause
 
 from sqlatasks import rows
 from sqlatasks.models import KEY_ADMITS_FUNCTION, QUEUE_ROOM_FUNCTION, QUEUES_TABLE_NAME, TABLE_NAME
+from sqlatasks.sql import driver
 
 
 def _claim(queue_filter: str, limit: str = ":limit") -> TextClause:
@@ -70,12 +71,20 @@ _CLAIM_LIMITED = _claim(
 )
 
 
-def _statement(queues: Sequence[str], excluded: Sequence[str], limited: str | None) -> TextClause:
+# Sent on the driver's connection (sqlatasks.sql.driver): the claim is the worker's hottest
+# statement.
+_PREPARED = {c: driver.Prepared.of(c) for c in (_CLAIM_ANY_QUEUE, _CLAIM_QUEUES, _CLAIM_EXCEPT)}
+_PREPARED[_CLAIM_LIMITED] = driver.Prepared.of(_CLAIM_LIMITED)
+
+
+def _statement(
+    queues: Sequence[str], excluded: Sequence[str], limited: str | None
+) -> driver.Prepared:
     if limited is not None:
-        return _CLAIM_LIMITED
+        return _PREPARED[_CLAIM_LIMITED]
     if queues:
-        return _CLAIM_QUEUES
-    return _CLAIM_EXCEPT if excluded else _CLAIM_ANY_QUEUE
+        return _PREPARED[_CLAIM_QUEUES]
+    return _PREPARED[_CLAIM_EXCEPT if excluded else _CLAIM_ANY_QUEUE]
 
 
 async def task_claim_plan(conn: AsyncConnection, *, queues: Sequence[str]) -> str:
@@ -116,7 +125,7 @@ async def task_claim(
         parameters["queues"] = list(queues)
     elif excluded:
         parameters["excluded"] = list(excluded)
-    result = await conn.execute(_statement(queues, excluded, limited), parameters)
+    result = await driver.fetch(conn, _statement(queues, excluded, limited), parameters)
     # Unpacked by position (the RETURNING list's order), not by name: cheaper per row.
     return [
         rows.ClaimedTask(id_, name, queue, payload, attempts, max_attempts, token, trace)

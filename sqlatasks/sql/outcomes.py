@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from sqlatasks import rows
 from sqlatasks.models import FINISHED_CHANNEL, FINISHED_TABLE_NAME, TABLE_NAME
+from sqlatasks.sql import driver
 
 _ACK = text(f"""
 -- finished (or cancelled) tasks leave the queue
@@ -23,10 +24,13 @@ WHERE t.id = done.id AND t.lease_token = done.token
 """)
 
 
+_ACK_PREPARED = driver.Prepared.of(_ACK)  # sent on the driver's connection: the hottest write
+
+
 async def task_ack(conn: AsyncConnection, done: Sequence[tuple[int, uuid.UUID]]) -> int:
     """Delete finished tasks still held under the given leases; returns rows deleted."""
-    result = await conn.execute(_ACK, {"ids": [i for i, _ in done], "tokens": [t for _, t in done]})
-    return result.rowcount
+    parameters = {"ids": [i for i, _ in done], "tokens": [t for _, t in done]}
+    return await driver.execute(conn, _ACK_PREPARED, parameters)
 
 
 _FINISH = text(f"""
