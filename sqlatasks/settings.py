@@ -53,6 +53,9 @@ def schema_from_environment() -> str | None:
 
 
 STARTUP_GRACE = 30.0
+THROUGHPUT_INTERVAL_MIN = 0.1
+"""Seconds at least between a worker's rollup writes (`--throughput-interval`), 0 aside: a
+smaller one spends a core's CPU on writes that a chart by the minute cannot show."""
 """Seconds a new worker may take to import its modules before its heartbeat is judged."""
 
 
@@ -170,7 +173,8 @@ class Settings(BaseSettings):
         ge=0,
         allow_inf_nan=False,
         description="seconds between a worker's writes of its outcome counts per minute to the "
-        "throughput rollup, the dashboard's chart (0: not counted)",
+        "throughput rollup, the dashboard's chart (0: not counted; else at least "
+        f"{THROUGHPUT_INTERVAL_MIN:g})",
     )
     imports: Annotated[tuple[str, ...], NoDecode] = Field(
         (), description="modules whose tasks this runner may run (repeatable)"
@@ -228,6 +232,13 @@ class Settings(BaseSettings):
     @classmethod
     def _database_url(cls, value: str) -> str:
         return connect_url(value)
+
+    @field_validator("throughput_interval")
+    @classmethod
+    def _throughput_interval(cls, value: float) -> float:
+        if 0 < value < THROUGHPUT_INTERVAL_MIN:
+            raise ValueError(f"0 (not counted) or at least {THROUGHPUT_INTERVAL_MIN:g} seconds")
+        return value
 
     @field_validator("lease")
     @classmethod

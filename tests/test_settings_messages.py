@@ -38,3 +38,20 @@ def test_the_runners_flag_error_has_none_either(capsys: pytest.CaptureFixture[st
     err = capsys.readouterr().err
     assert "invalid --queue (SQLATASKS_QUEUES): a queue is NAME or NAME=LIMIT" in err
     assert "Value error" not in err
+
+
+@pytest.mark.parametrize("interval", [0.0001, 0.05])
+def test_a_throughput_interval_under_the_floor_is_refused(interval: float) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        Settings.load(database_url=URL, throughput_interval=interval)
+    assert str(caught.value) == (
+        "invalid --throughput-interval (SQLATASKS_THROUGHPUT_INTERVAL): 0 (not counted) or at "
+        f"least 0.1 seconds, got {interval:g}"
+    )
+
+
+@pytest.mark.parametrize("interval", [0, 0.1, 10])
+def test_off_and_intervals_from_the_floor_are_taken(interval: float) -> None:
+    assert Settings.load(database_url=URL, throughput_interval=interval).throughput_interval == (
+        interval
+    )
