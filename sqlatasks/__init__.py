@@ -19,6 +19,7 @@ from sqlatasks.errors import (
     PayloadError,
     ProgressError,
     ScheduleError,
+    SchemaError,
     Snooze,
     SqlatasksError,
     TaskDefinitionError,
@@ -38,6 +39,7 @@ from sqlatasks.operations import (
     set_queue_limits,
 )
 from sqlatasks.registry import Schedule
+from sqlatasks.schema_check import check_schema, check_schema_sync
 from sqlatasks.status import TaskInfo, get_task, get_task_by_key, kept_counts
 from sqlatasks.tasks import Task, periodic, task
 from sqlatasks.waiting import wait_for
@@ -51,6 +53,7 @@ __all__ = [
     "QueuedTask",
     "Schedule",
     "ScheduleError",
+    "SchemaError",
     "Snooze",
     "SqlatasksError",
     "Task",
@@ -60,6 +63,8 @@ __all__ = [
     "TaskNotRegistered",
     "TaskRun",
     "cancel",
+    "check_schema",
+    "check_schema_sync",
     "current_task",
     "delete_failed",
     "enqueue",

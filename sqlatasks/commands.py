@@ -37,8 +37,8 @@ from sqlatasks import (
     operations,
     poolers,
     runner,
+    schema_check,
     settings,
-    startup,
     status,
     tables,
 )
@@ -215,7 +215,7 @@ async def _run(url: str, args: argparse.Namespace) -> Any:
             return {"from": before, "to": after}
         async with AsyncSession(engine) as session, session.begin():
             connection = await session.connection()
-            problem = startup.schema_problem(await server.schema_version(connection))
+            problem = schema_check.version_problem(await server.schema_version(connection))
             if problem is not None:
                 raise SchemaBehind(problem)
             return await _command(session, args)

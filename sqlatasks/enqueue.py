@@ -18,7 +18,17 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_scoped_session
 from sqlalchemy.orm import Session, scoped_session
 from sqlalchemy.sql.elements import ColumnElement
 
-from sqlatasks import batches, definition, errors, hooks, registry, rows, tasks, tracing
+from sqlatasks import (
+    batches,
+    definition,
+    errors,
+    hooks,
+    registry,
+    rows,
+    schema_check,
+    tasks,
+    tracing,
+)
 from sqlatasks.models import QueuedTask
 from sqlatasks.sql import enqueue as sql
 
@@ -176,14 +186,15 @@ async def _enqueue_many(
 ) -> int:
     with tracing.sending_batch(batch.queue, batch.task_name) as sending:
         batch = replace(batch, trace_context=sending.carrier)
-        if key_of is None:
-            records = batches.Records(task, batch, payloads)
-            await sql.task_copy(session, records, batch)
-            added = records.count
-        else:
-            added = 0
-            for chunk in _keyed_chunks(task, payloads, key_of):
-                added += await sql.task_insert_keyed(session, chunk, batch)
+        with schema_check.named_when_behind():
+            if key_of is None:
+                records = batches.Records(task, batch, payloads)
+                await sql.task_copy(session, records, batch)
+                added = records.count
+            else:
+                added = 0
+                for chunk in _keyed_chunks(task, payloads, key_of):
+                    added += await sql.task_insert_keyed(session, chunk, batch)
         sending.sent(added)
         return added
 
@@ -197,15 +208,16 @@ def _enqueue_many_sync(
 ) -> int:
     with tracing.sending_batch(batch.queue, batch.task_name) as sending:
         batch = replace(batch, trace_context=sending.carrier)
-        if key_of is None:
-            records = batches.Records(task, batch, payloads)
-            sql.task_copy_sync(session, records, batch)
-            added = records.count
-        else:
-            added = sum(
-                sql.task_insert_keyed_sync(session, chunk, batch)
-                for chunk in _keyed_chunks(task, payloads, key_of)
-            )
+        with schema_check.named_when_behind():
+            if key_of is None:
+                records = batches.Records(task, batch, payloads)
+                sql.task_copy_sync(session, records, batch)
+                added = records.count
+            else:
+                added = sum(
+                    sql.task_insert_keyed_sync(session, chunk, batch)
+                    for chunk in _keyed_chunks(task, payloads, key_of)
+                )
         sending.sent(added)
         return added
 

@@ -111,6 +111,11 @@ class ConfigurationError(SqlatasksError, ValueError):
     """A setting is invalid or the database cannot be reached."""
 
 
+class SchemaError(SqlatasksError, RuntimeError):
+    """The database's queue tables are missing or older than this sqlatasks: the message names
+    the fix (`sqlatasks migrate`, or the application's alembic upgrade)."""
+
+
 class Snooze(SqlatasksError):
     """Raised by a task to run again `after` seconds from now.
 

@@ -29,7 +29,7 @@ from anyio.abc import SocketStream, TaskStatus
 from anyio.streams.buffered import BufferedByteReceiveStream
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from sqlatasks import errors, logs, startup
+from sqlatasks import errors, logs, schema_check
 from sqlatasks.logs import Relay
 from sqlatasks.settings import STARTUP_GRACE, Settings
 from sqlatasks.sql import metrics as metrics_sql
@@ -160,13 +160,13 @@ class Metrics:
 
 async def ready_problem(engine: AsyncEngine) -> str | None:
     """Why the runner is not ready: the database unreachable, or its queue table missing or
-    behind (`startup.schema_problem`); else None."""
+    behind (`schema_check.version_problem`); else None."""
     try:
         async with engine.connect() as conn:
             found = await server.schema_version(conn)
     except Exception as exc:
         return f"database unreachable: {errors.one_line(exc)}"
-    return startup.schema_problem(found)
+    return schema_check.version_problem(found)
 
 
 Probe = Callable[[], tuple[int, list[str]]]

@@ -13,7 +13,7 @@ import anyio
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from sqlatasks import errors, models
+from sqlatasks import errors, models, schema_check
 from sqlatasks.backoff import Backoff
 from sqlatasks.sql import server
 
@@ -22,7 +22,6 @@ log = logging.getLogger(__name__)
 BURST_DATABASE_WAIT = 30.0
 """Seconds a `--burst` runner waits for an unreachable database before it exits 1 (a batch
 job must end); a service runner waits for as long as it takes."""
-_MIGRATE = "run `sqlatasks migrate` (or `alembic upgrade head`, with your alembic history)"
 CONNECT_TIMEOUT = 10.0
 """Seconds the supervisor waits for one connection attempt (a host that drops packets)."""
 
@@ -60,30 +59,10 @@ async def wait_for_database(engine: AsyncEngine, *, give_up_after: float | None 
     _check_schema(version)
 
 
-def schema_problem(version: int | None) -> str | None:
-    """What is wrong with a queue table at `version` (`server.schema_version`: None for no
-    table) for this sqlatasks, as one line naming the fix; None when it will do. An older
-    schema fails every claim and, worse, every enqueue() in the application; a newer one
-    (migrated ahead of a rolling deploy) will do: migrations add, not remove. The runner's
-    start-up, `/readyz`, `sqlatasks health` and every `sqlatasks` command ask this."""
-    if version is None:
-        return (
-            f"the queue table {models.TABLE_NAME} does not exist: check --schema "
-            f"(SQLATASKS_SCHEMA), or {_MIGRATE}"
-        )
-    if version < models.SCHEMA_VERSION:
-        found = f"schema version {version}" if version else "no schema version in its comment"
-        return (
-            f"the queue table {models.TABLE_NAME} is at {found}, this sqlatasks needs "
-            f"{models.SCHEMA_VERSION}: {_MIGRATE}"
-        )
-    return None
-
-
 def _check_schema(version: int | None) -> None:
     """Stop the runner (ConfigurationError) for a schema it cannot use; warn of a newer one."""
     needed = models.SCHEMA_VERSION
-    problem = schema_problem(version)
+    problem = schema_check.version_problem(version)
     if problem is not None:
         raise errors.ConfigurationError(problem)
     assert version is not None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import text
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from sqlatasks import models
@@ -27,6 +28,12 @@ async def schema_version(conn: AsyncConnection) -> int | None:
     """The schema version the queue table records in its comment (what `alembic upgrade`
     wrote: see sqlatasks.migrations); 0 if it records none, None if there is no queue table."""
     exists, comment = (await conn.execute(_SCHEMA, {"name": TABLE_NAME})).one()
+    return models.schema_version(comment) if exists else None
+
+
+def schema_version_sync(conn: Connection) -> int | None:
+    """`schema_version` on a synchronous connection."""
+    exists, comment = conn.execute(_SCHEMA, {"name": TABLE_NAME}).one()
     return models.schema_version(comment) if exists else None
 
 
