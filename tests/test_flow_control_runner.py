@@ -49,7 +49,9 @@ async def test_a_key_never_overlaps_while_other_keys_flow(
     entries = ledger.entries(tmp_path)
     of_a = [e for e in entries if e.fields["group"] == "a"]
     assert _peak(of_a) == 1  # never two "a" at once, across 2 runners x 2 workers
-    assert [e.key for e in of_a if e.event == "start"] == list(range(8))  # in FIFO order
+    # Not asserted: strict FIFO within the key. Two claimers at once can start a key's second
+    # task before its first (docs/flow-control.md, "Limits, plainly"); CI saw [1, 0, 2, ...].
+    assert sorted(e.key for e in of_a if e.event == "start") == list(range(8))
     assert _peak(entries) > 2  # while "a" ran one at a time, the other keys ran beside it
     assert len({e.pid for e in of_a if e.event == "start"}) > 1  # more than one worker took "a"
 
