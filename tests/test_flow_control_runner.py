@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import textwrap
+from collections import Counter
 from pathlib import Path
 
 import anyio
@@ -51,9 +52,11 @@ async def test_a_key_never_overlaps_while_other_keys_flow(
     assert _peak(of_a) == 1  # never two "a" at once, across 2 runners x 2 workers
     # Not asserted: strict FIFO within the key. Two claimers at once can start a key's second
     # task before its first (docs/flow-control.md, "Limits, plainly"); CI saw [1, 0, 2, ...].
-    assert sorted(e.key for e in of_a if e.event == "start") == list(range(8))
+    assert Counter(e.key for e in of_a if e.event == "start") == Counter(range(8))
     assert _peak(entries) > 2  # while "a" ran one at a time, the other keys ran beside it
-    assert len({e.pid for e in of_a if e.event == "start"}) > 1  # more than one worker took "a"
+    # Not asserted: that more than one worker took "a". The worker whose "a" just ended claims
+    # at once, the others after a NOTIFY or their idle sleep, so one worker often takes them
+    # all; the other workers' claims in the meantime met the "a" rows and skipped them.
 
 
 @pytest.mark.slow
