@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import anyio
+import anyio.lowlevel
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from sqlalchemy.exc import DataError, IntegrityError, ProgrammingError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -106,6 +107,10 @@ class Completer:
 
     async def _drain(self) -> None:
         async for first in self._receive:
+            # Let what else was woken with us go first (the claim loop, as slots free up): its
+            # statement is then on the server while this batch is built, and more outcomes
+            # join the batch.
+            await anyio.lowlevel.checkpoint()
             batch: list[Outcome] = [] if first is None else [first]
             flush = first is None
             while len(batch) < MAX_BATCH:

@@ -12,7 +12,7 @@ import logging
 import math
 import uuid
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import anyio
@@ -58,8 +58,8 @@ class Running:
     limits: Limits
     """Those of its claim."""
     lease: leases.Lease
-    """Renewed while it runs (`leases.keep`); its scope is the one the task runs in, cancelled
-    when the lease is lost or untrusted, when its time limit runs out, or by an operator."""
+    """Renewed while it runs (`leases.keep`); what cancels the task: a lost or untrusted
+    lease, the end of its time limit (the worker's `leases.Watchdog`), an operator."""
     cancelled: bool = False
     """An operator cancelled it (NOTIFY) before it was cut off from its lease."""
     deadline: float | None = None
@@ -84,6 +84,7 @@ class Dispatcher:
         self._transactions = transactions
         self._running: dict[int, Running] = {}
         self._wakeup = Wakeup()
+        self._watchdog = leases.Watchdog(lambda: (r.lease for r in self._running.values()))
         self.reported = Wakeup()
         """Set when a running task reports progress: wakes the lease keeper's progress write."""
         self._stopping = False
@@ -138,6 +139,7 @@ class Dispatcher:
             self._executions = executions.cancel_scope
             for slot in range(self._policy.concurrency):
                 executions.start_soon(slots.serve, name=f"execution slot {slot}")
+            executions.start_soon(self._watchdog.run, name="deadline watchdog")
             try:
                 await self._claim_loop(slots)
             finally:
@@ -174,10 +176,10 @@ class Dispatcher:
                 log.warning("claim failed (%s); retrying in %.1f s", errors.one_line(exc), delay)
                 await self._wakeup.wait(delay)
                 continue
+            policy = self._policy
+            trusted_until = leases.first_trust(policy.lease, policy.check_interval, sent)
             for task in claimed:
-                lease = leases.first_trust(
-                    self._policy.lease, self._policy.check_interval, sent, self.reported
-                )
+                lease = leases.Lease(trusted_until, self.reported)
                 running = self._running[task.id] = Running(task, limits, lease=lease)
                 slots.put(running)
             if len(claimed) == sum(limit for _, limit in plan):
@@ -267,23 +269,28 @@ class Dispatcher:
             running.cancelled = True
             running.lease.interrupt()
 
-    async def _execute(self, running: Running) -> None:
+    async def _execute(self, running: Running, cancel: Callable[[], None]) -> None:
+        """Run one claimed task in an execution slot; `cancel()` cancels the slot's scope,
+        which the task runs in."""
         claimed = running.claimed
 
         def started(deadline: float) -> None:
             running.deadline = deadline
-            running.lease.limit(deadline)
+            running.lease.start(deadline, cancel)
+            self._watchdog.started(running.lease)
 
-        # The task runs in its lease's scope, whose deadline becomes the earlier of the
-        # lease's trust and its time limit: one scope per task for every cause.
-        outcome = await execution.execute(
-            claimed,
-            running.limits,
-            self._transactions,
-            on_start=started,
-            scope=running.lease.scope,
-            on_report=running.lease.report,
-        )
+        # One Lease per task for every cause (its time limit, its lease, an operator).
+        try:
+            outcome = await execution.execute(
+                claimed,
+                running.limits,
+                self._transactions,
+                on_start=started,
+                control=running.lease,
+                on_report=running.lease.report,
+            )
+        finally:
+            running.lease.finish()
         # A session task whose commit was under way when the cancel came is done: keep that.
         elsewhere = isinstance(outcome, outcomes.WRITTEN_ELSEWHERE)
         cut_off = running.lease.cut_off and not running.cancelled and not elsewhere

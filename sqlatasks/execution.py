@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any, overload
+from typing import Any, Protocol, overload
 
 import anyio
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -46,13 +46,21 @@ class Limits:
     """Seconds a finished task is kept when its @task does not say (--keep)."""
 
 
+class Control(Protocol):
+    """What cancels a task run by a worker (`leases.Lease`): the caller cancels the task by
+    cancelling an enclosing scope of its own, and says so here."""
+
+    @property
+    def cancel_called(self) -> bool: ...
+
+
 @overload
 async def execute(
     claimed: ClaimedTask,
     limits: Limits,
     transactions: RunInTransaction,
     on_start: Callable[[float], None] | None = None,
-    scope: None = None,
+    control: None = None,
     on_report: Callable[[str], None] | None = None,
 ) -> Outcome: ...
 
@@ -63,7 +71,7 @@ async def execute(
     limits: Limits,
     transactions: RunInTransaction,
     on_start: Callable[[float], None] | None,
-    scope: anyio.CancelScope,
+    control: Control,
     on_report: Callable[[str], None] | None = None,
 ) -> Outcome | None: ...
 
@@ -73,7 +81,7 @@ async def execute(
     limits: Limits,
     transactions: RunInTransaction,
     on_start: Callable[[float], None] | None = None,
-    scope: anyio.CancelScope | None = None,
+    control: Control | None = None,
     on_report: Callable[[str], None] | None = None,
 ) -> Outcome | None:
     """Run `claimed` and return its outcome; only shutdown's cancellation escapes.
@@ -85,15 +93,17 @@ async def execute(
     (`TaskRun.on_report`). Every outcome is logged (DEBUG; a failure at WARNING or
     ERROR by the dispatcher) and reported to the hooks' end, retry and park events.
 
-    `scope`: the caller's cancel scope, not yet entered, for the task to run in (the worker's
-    lease scope: one scope per task for every cause); its deadline is lowered to the time
-    limit here. None makes a scope of its own, and the outcome is never None. With the
-    caller's scope, None means the caller cancelled it (a lost lease, an operator's cancel)
-    and the task ended in that cancellation: nothing is reported, the caller says what
-    became of it.
+    `control`: the worker's lease (one per task for every cause: its time limit, its lease,
+    an operator's cancel). The caller cancels the task by cancelling a scope around this call
+    (its execution slot's) and sets `control.cancel_called`; a cancellation while that is not
+    set (shutdown) propagates. None makes a cancel scope here, with the time limit as its
+    deadline, and the outcome is never None. With a `control`, None means the caller
+    cancelled the task for another cause than its time limit (a lost lease, an operator's
+    cancel) and the task ended in that cancellation: nothing is reported, the caller says
+    what became of it.
     """
     started = time.perf_counter()
-    outcome = await _steps(claimed, limits, transactions, on_start, scope, on_report)
+    outcome = await _steps(claimed, limits, transactions, on_start, control, on_report)
     if outcome is not None:
         reporting.report(outcome, time.perf_counter() - started)
     return outcome
@@ -104,7 +114,7 @@ async def _steps(
     limits: Limits,
     transactions: RunInTransaction,
     on_start: Callable[[float], None] | None,
-    scope: anyio.CancelScope | None,
+    control: Control | None,
     on_report: Callable[[str], None] | None,
 ) -> Outcome | None:
     if attempts.lost_before(claimed.attempts, claimed.max_attempts):
@@ -116,15 +126,12 @@ async def _steps(
         return resolved
     task, payload = resolved
     limit = attempts.time_limit(task.policy, limits.task_timeout)
-    now = anyio.current_time()  # once: anyio looks its backend up on every call
+    now = cancellation.clock()  # once per task
     ends = now + limit
     if on_start is not None:
         on_start(ends)
-    if scope is None:
-        scope = cancellation.new_scope()
-    scope.deadline = min(scope.deadline, ends)
     keep = _keeping(task, limits, now)
-    ran = await _perform(claimed, task, payload, transactions, scope, ends, keep, on_report)
+    ran = await _perform(claimed, task, payload, transactions, control, ends, keep, on_report)
     # First: a commit that went through is final, even if the deadline passed while it ran.
     if ran.committed is not None:
         return Committed(claimed) if ran.committed else LeaseLost(claimed)
@@ -155,7 +162,7 @@ def _keeping(task: Task[Any], limits: Limits, started: float) -> Callable[[Any],
         except Exception as exc:  # pydantic's serialization error, or a model's own
             log.warning("task %s: its result is not kept (%s)", task.name, errors.one_line(exc))
             result = None
-        return Keep(seconds, result, anyio.current_time() - started)
+        return Keep(seconds, result, cancellation.clock() - started)
 
     return keep
 
@@ -206,7 +213,7 @@ async def _perform(
     task: Task[Any],
     payload: Any,
     transactions: RunInTransaction,
-    scope: anyio.CancelScope,
+    control: Control | None,
     deadline: float,
     keep: Callable[[Any], Keep | None],
     on_report: Callable[[str], None] | None,
@@ -236,18 +243,40 @@ async def _perform(
         else:
             returned = keep(await task(payload))
 
-    with scope:
-        # In a fresh copy of the slot's context, where current_task() is `run`: a ContextVar
-        # the task (or a middleware) sets is not seen by the slot's next task.
-        raised = await isolated(_run_step(run, call), run)
-    if not scope.cancel_called:  # the hot path: no clock read
+    # In a fresh copy of the slot's context, where current_task() is `run`: a ContextVar the
+    # task (or a middleware) sets is not seen by the slot's next task.
+    step = isolated(_run_step(run, call), run)
+    if control is None:
+        scope = control = cancellation.new_scope(deadline)
+        with scope:
+            raised = await step
+        ended_in_cancel = scope.cancelled_caught
+    else:
+        raised, ended_in_cancel = await _under(control, step)
+    if not control.cancel_called:  # the hot path: no clock read
         return _Ran(committed, raised, timed_out=False, interrupted=False, returned=returned)
-    # The time limit fired if the clock is past it. Not cancelled_caught: a task that
-    # swallowed its cancellation and returned still ran past its limit, and counts as a
-    # failure. Another cause (the caller's) counts only if the task ended in it.
-    timed_out = anyio.current_time() >= deadline
-    interrupted = not timed_out and scope.cancelled_caught
+    # The time limit fired if the clock is past it. Not only when the task ended in the
+    # cancellation: a task that swallowed it and returned still ran past its limit, and counts
+    # as a failure. Another cause (the caller's) counts only if the task ended in it.
+    timed_out = cancellation.clock() >= deadline
+    interrupted = not timed_out and ended_in_cancel
     return _Ran(committed, raised, timed_out, interrupted, returned)
+
+
+async def _under(
+    control: Control, step: Coroutine[Any, Any, BaseException | None]
+) -> tuple[BaseException | None, bool]:
+    """Await `step` where the caller cancels it through a scope of its own and `control`:
+    (what it returned, whether it ended in that cancellation). Shutdown's cancellation
+    (`control` not cancelled) propagates."""
+    try:
+        return await step, False
+    except anyio.get_cancelled_exc_class():
+        if not control.cancel_called:
+            raise  # not the caller's cancel of this task (shutdown): not ours to end here
+        # The caller's scope is cancelled: it must be left before anything is awaited (anyio
+        # would cancel that too); the caller does so, once it has the outcome.
+        return None, True
 
 
 async def _run_step(run: TaskRun, call: hooks.CallNext) -> BaseException | None:

@@ -5,8 +5,8 @@ every `attempts.renewal_period`, by lease token, so a lease that passed to anoth
 never renewed. So a task of a runner that died waits at most one lease for another runner,
 however long its time limit.
 
-Each running task has a `Lease`: a cancel scope around its execution whose deadline is the end
-of the lease's trust (`attempts.lease_trust` after the last renewal was sent). The task is
+Each running task has a `Lease`, whose deadline is the end of the lease's trust
+(`attempts.lease_trust` after the last renewal was sent) or of its time limit. The task is
 cancelled when a renewal finds its lease gone, or when no renewal got through in time (the
 database is slow or cut off): either way another worker may take it over, and nothing about
 it is written (LeaseLost). A task that will not stop is handled like one past its time limit
@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import anyio
 from sqlalchemy.exc import SQLAlchemyError
@@ -42,30 +42,35 @@ log = logging.getLogger(__name__)
 
 
 class Lease:
-    """The lease of one running task, as this worker sees it, and the one cancel scope its
-    execution runs in (one per task on the hot path, not one per cause). The scope's deadline
-    is the earlier of the lease's trust and the task's time limit (`limit`); it is also
-    cancelled when a renewal finds the lease gone (`lost`) and by an operator's cancel
-    (`interrupt`). Which of them fired is told afterwards: `cut_off` for the lease (and an
-    operator's cancel), the time limit by the clock (`sqlatasks.execution`)."""
+    """The lease of one running task, as this worker sees it, and what cancels the task: the
+    end of the lease's trust, the end of its time limit (`start`), a renewal that finds the
+    lease gone (`lost`) or an operator's cancel (`interrupt`).
+
+    No cancel scope or timer per task: the task runs in its execution slot's long-lived scope
+    (`sqlatasks.slots`), which `start` hands over as `cancel`; the worker's one watchdog
+    (`Watchdog`) calls `expire` once `deadline` has passed. Which cause fired is
+    told afterwards: `cut_off` for the lease (and an operator's cancel), the time limit by the
+    clock (`sqlatasks.execution`)."""
 
     __slots__ = (
+        "_cancel",
         "_reported",
+        "cancel_called",
         "ends",
         "interrupted",
         "progress",
-        "scope",
         "taken_over",
         "trusted_until",
     )
 
     def __init__(self, trusted_until: float, reported: Wakeup | None = None) -> None:
-        self.scope = cancellation.new_scope(trusted_until)
-        """Wraps the execution; entered by `sqlatasks.execution`."""
         self.trusted_until = trusted_until
-        """anyio's clock: when the task is cancelled unless a renewal gets through first."""
+        """The event loop's clock: when the task is cancelled unless a renewal gets through
+        first."""
         self.ends = math.inf
-        """anyio's clock: when the task's time limit runs out, once it has started."""
+        """The event loop's clock: when the task's time limit runs out, once it has started."""
+        self.cancel_called = False
+        """The task was told to stop, for any cause (like a cancel scope's `cancel_called`)."""
         self.taken_over = False
         """A renewal found the lease gone (else, if cut off, no renewal got through in time)."""
         self.interrupted = False
@@ -74,6 +79,8 @@ class Lease:
         """The latest progress the task reported and no write has taken yet: (JSON text,
         `time.monotonic()` when reported)."""
         self._reported = reported
+        self._cancel: Callable[[], None] | None = None
+        """Cancels the task while it runs (its slot's scope); None before and after."""
 
     def report(self, text: str) -> None:
         """`TaskRun.report`'s destination in a worker: keep the value for the next progress
@@ -84,23 +91,49 @@ class Lease:
             self._reported.set_from_any_thread()
 
     @property
+    def deadline(self) -> float:
+        """When the watchdog cancels the task (the event loop's clock): the earlier of the end
+        of the lease's trust and of its time limit."""
+        return min(self.trusted_until, self.ends)
+
+    @property
+    def running(self) -> bool:
+        """Between `start` and `finish`."""
+        return self._cancel is not None
+
+    @property
     def cut_off(self) -> bool:
         """Whether the task was cancelled for its lease (lost, or not renewed in time) or by an
         operator; not when only its time limit ran out (its lease is still renewed then)."""
-        if not self.scope.cancel_called:  # the hot path: nothing happened
+        if not self.cancel_called:  # the hot path: nothing happened
             return False
-        return self.interrupted or anyio.current_time() >= self.trusted_until
+        return self.interrupted or cancellation.clock() >= self.trusted_until
 
-    def limit(self, ends: float) -> None:
-        """The task starts, and its time limit runs out at `ends` (anyio's clock)."""
+    def start(self, ends: float, cancel: Callable[[], None]) -> None:
+        """The task starts, its time limit runs out at `ends` (the event loop's clock), and
+        `cancel()` cancels it until `finish`. A lease already cancelled (an operator's cancel
+        before the start), or whose deadline has passed, cancels the task at once: it ends at
+        its first await."""
         self.ends = ends
-        self.scope.deadline = min(self.trusted_until, ends)
+        self._cancel = cancel
+        if not self.cancel_called and self.deadline <= cancellation.clock():
+            self.cancel_called = True
+        if self.cancel_called:
+            cancel()
+
+    def finish(self) -> None:
+        """The task ended: what comes later (a renewal's answer) must not cancel its slot's
+        next task."""
+        self._cancel = None
+
+    def expire(self) -> None:
+        """The deadline passed (the watchdog): cancel the task."""
+        self._fire()
 
     def renewed(self, trusted_until: float) -> None:
         if self.cut_off:  # a renewal that answers after the lease's trust ran out is too late
             return
         self.trusted_until = max(self.trusted_until, trusted_until)
-        self.scope.deadline = min(self.trusted_until, self.ends)
 
     def lost(self) -> None:
         self.taken_over = True
@@ -109,7 +142,47 @@ class Lease:
     def interrupt(self) -> None:
         """Cancel the task now (its lease is lost, or an operator cancelled it)."""
         self.interrupted = True
-        self.scope.cancel()
+        self._fire()
+
+    def _fire(self) -> None:
+        self.cancel_called = True
+        if self._cancel is not None:
+            self._cancel()
+
+
+class Watchdog:
+    """Cancels each running task once its lease's deadline (the end of its time limit, or of
+    the lease's trust) has passed: one loop per worker, asleep until the nearest deadline,
+    instead of a timer per task. Renewals only move deadlines later: it then wakes early,
+    finds nothing due, and sleeps again."""
+
+    def __init__(self, leases: Callable[[], Iterable[Lease]]) -> None:
+        """`leases()`: those of the tasks running now (claimed ones not started yet too)."""
+        self._leases = leases
+        self._wakeup = Wakeup()
+        self._until = math.inf
+        """When it wakes next, unless woken (the event loop's clock)."""
+
+    def started(self, lease: Lease) -> None:
+        """A task started (`Lease.start`): wake the watchdog if its deadline comes first."""
+        if lease.deadline < self._until:
+            self._until = lease.deadline
+            self._wakeup.set()
+
+    async def run(self) -> None:
+        while True:
+            now = cancellation.clock()
+            nearest = math.inf
+            for lease in self._leases():
+                if not lease.running or lease.cancel_called:
+                    continue  # not started yet (`Lease.start` checks), or already told
+                deadline = lease.deadline
+                if deadline <= now:
+                    lease.expire()
+                elif deadline < nearest:
+                    nearest = deadline
+            self._until = nearest
+            await self._wakeup.wait(nearest - now)
 
 
 async def keep(
@@ -223,12 +296,10 @@ async def _write_progress(
                 held_lease.lost()  # gone: finished just now, or taken over
 
 
-def first_trust(
-    lease: float, check_interval: float, claim_sent: float, reported: Wakeup | None = None
-) -> Lease:
-    """The lease of a task just claimed by a statement sent at `claim_sent`; its progress
-    reports wake `reported`."""
-    return Lease(claim_sent + attempts.lease_trust(lease, check_interval), reported)
+def first_trust(lease: float, check_interval: float, claim_sent: float) -> float:
+    """Until when the leases of the tasks just claimed by a statement sent at `claim_sent`
+    are trusted (the event loop's clock): `Lease(first_trust(...), reported)`."""
+    return claim_sent + attempts.lease_trust(lease, check_interval)
 
 
 def lost(claimed: ClaimedTask, lease: Lease) -> LeaseLost:

@@ -4,8 +4,14 @@ that tells the claim loop a slot is free.
 A worker starts one slot per unit of concurrency, once, and hands each claimed task to them
 (`put`). Spawning a task per execution (its handle, cancel scope and event) cost about as much
 as running a short task; a slot costs nothing per task, and a whole claimed batch wakes the
-idle slots with one event. What a slot runs keeps its own scopes (time limit, lease, operator's
-cancel); cancelling the scope the slots run in (shutdown) interrupts them like any task.
+idle slots with one event.
+
+Nor does a slot make a cancel scope per task (entered, left, and its deadline's timer: a fifth
+of a worker's CPU at 1x100, docs/performance.md): each slot runs its tasks inside one
+long-lived scope and hands its `cancel` to each task it runs. Cancelling it (a time limit, a
+lost lease, an operator's cancel, for the task running in it) interrupts that task like any
+cancel scope would; the slot then leaves the spent scope and enters a fresh one for its next
+task. Cancelling the scope the slots run in (shutdown) interrupts them all.
 """
 
 from __future__ import annotations
@@ -25,31 +31,72 @@ T = TypeVar("T")
 class Slots(Generic[T]):
     """Items waiting for a slot, and the slots' loop (`serve`)."""
 
-    def __init__(self, run: Callable[[T], Awaitable[None]]) -> None:
+    def __init__(self, run: Callable[[T, Callable[[], None]], Awaitable[None]]) -> None:
+        """`run(item, cancel)` runs one item; `cancel()` cancels it, and is good only until
+        `run` returns."""
         self._run = run
         self._waiting: deque[T] = deque()
-        self._ready = anyio.Event()
-        """Set when items were put; every idle slot wakes and takes one, if any is left."""
+        self._idle: deque[asyncio.Future[None]] = deque()
+        """One future per idle slot, which it waits on; resolved to wake that slot."""
+        self._waking = 0
+        """Slots woken that have not yet looked for an item (0 or 1)."""
 
     def put(self, item: T) -> None:
         """Run `item` in the next free slot. Never blocks: the caller puts no more items than
         there are free slots (the dispatcher claims no more)."""
         self._waiting.append(item)
-        self._ready.set()
+        self._wake_one()
+
+    def _wake_one(self) -> None:
+        """Wake one idle slot, unless one is already on its way.
+
+        One, not one per item: a slot that takes an item wakes the next before it runs it,
+        so a batch starts one slot per event-loop turn while its tasks wait on I/O; and when
+        they never wait (short tasks), the first slot runs the batch through before the next
+        one wakes, which then finds nothing. Waking every slot for every batch cost a task
+        switch per slot for nothing (measured in docs/performance.md)."""
+        while self._waking == 0 and self._idle:
+            idle = self._idle.popleft()
+            if not idle.done():  # else cancelled (shutdown) and not yet removed
+                idle.set_result(None)
+                self._waking = 1
 
     async def serve(self) -> None:
         """One slot: run items as they come, until cancelled."""
         cancelling = cancellation.cancelling_of_current()
+        loop = asyncio.get_running_loop()
         while True:
-            while not self._waiting:
-                if self._ready.is_set():
-                    self._ready = anyio.Event()
-                await self._ready.wait()
-            await self._run(self._waiting.popleft())
+            with cancellation.new_scope() as scope:
+                while not scope.cancel_called:
+                    if not self._waiting:
+                        await self._idle_until_woken(loop)
+                        continue
+                    item = self._waiting.popleft()
+                    if self._waiting:
+                        self._wake_one()
+                    # Nothing awaited from here until the item has run (or the scope is left):
+                    # a cancel of this scope is always for the item it runs.
+                    await self._run(item, scope.cancel)
+                    if cancelling() and not scope.cancel_called:
+                        # A task that cancelled its own asyncio task and returned leaves that
+                        # request on the slot: withdraw it, or the slot's next wait would end
+                        # in it.
+                        await cancellation.drop_stray()
+            # The scope was cancelled for the item that just ran; that run is over and was
+            # told so. Left without awaiting anything in it; the next item gets a fresh one.
             if cancelling():
-                # A task that cancelled its own asyncio task and returned leaves that request
-                # on the slot: withdraw it, or the slot's next wait would end in it.
                 await cancellation.drop_stray()
+
+    async def _idle_until_woken(self, loop: asyncio.AbstractEventLoop) -> None:
+        woken = loop.create_future()
+        self._idle.append(woken)
+        try:
+            await woken
+        finally:
+            if woken.done() and not woken.cancelled():
+                self._waking = 0  # this slot was the one on its way
+            elif woken in self._idle:  # cancelled while idle (shutdown)
+                self._idle.remove(woken)
 
 
 class Wakeup:

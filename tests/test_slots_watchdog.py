@@ -1,0 +1,119 @@
+"""Execution slots and the deadline watchdog (issue 17): no cancel scope or timer per task.
+
+Each slot runs its tasks in one long-lived cancel scope, handed to the running task's lease;
+one watchdog per worker cancels a task when its lease's deadline passes. What must hold, with
+the real `Slots`, `Lease` and `Watchdog` on a real event loop (no database: they do no I/O):
+
+- a cancel that reaches a lease after its task ended (a renewal's late answer) never cancels
+  the slot's next task;
+- a task whose deadline comes before every running one's is still cut off at its own;
+- a claimed batch of tasks that wait on I/O runs at once, one per slot, not one after another.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import anyio
+import pytest
+
+from sqlatasks import cancellation
+from sqlatasks.leases import Lease, Watchdog
+from sqlatasks.slots import Slots
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_a_late_cancel_of_an_ended_task_spares_the_next_one() -> None:
+    ended: list[tuple[str, bool]] = []
+    leases: dict[str, Lease] = {}
+
+    async def run(name: str, cancel: Callable[[], None]) -> None:
+        lease = leases[name] = Lease(math.inf)
+        lease.start(math.inf, cancel)
+        try:
+            if name == "second":
+                leases["first"].lost()  # the renewal's answer about the first, after it ended
+            await anyio.sleep(0.05)
+            ended.append((name, False))
+        except anyio.get_cancelled_exc_class():
+            ended.append((name, True))
+        finally:
+            lease.finish()
+
+    slots: Slots[str] = Slots(run)
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as group:
+            group.start_soon(slots.serve)  # one slot: the second task runs after the first
+            slots.put("first")
+            slots.put("second")
+            while len(ended) < 2:
+                await anyio.sleep(0.01)
+            group.cancel_scope.cancel()
+    assert ended == [("first", False), ("second", False)]
+    assert leases["first"].interrupted  # told, but its slot had moved on
+
+
+async def test_the_watchdog_cuts_off_a_task_whose_deadline_comes_first() -> None:
+    running: list[Lease] = []
+    cut_off: dict[str, float] = {}
+    watchdog = Watchdog(lambda: running)
+
+    async def run(name_and_limit: tuple[str, float], cancel: Callable[[], None]) -> None:
+        name, limit = name_and_limit
+        lease = Lease(math.inf)
+        running.append(lease)
+        started = cancellation.clock()
+        lease.start(started + limit, cancel)
+        watchdog.started(lease)
+        try:
+            await anyio.sleep(30)
+        except anyio.get_cancelled_exc_class():
+            if not lease.cancel_called:
+                raise  # the test's end, not the watchdog
+            cut_off[name] = cancellation.clock() - started
+        finally:
+            lease.finish()
+            running.remove(lease)
+
+    slots: Slots[tuple[str, float]] = Slots(run)
+    with anyio.fail_after(10):  # long before the long task's 30 s
+        async with anyio.create_task_group() as group:
+            group.start_soon(watchdog.run)
+            group.start_soon(slots.serve)
+            group.start_soon(slots.serve)
+            slots.put(("long", 20.0))
+            await anyio.sleep(0.1)  # the watchdog now sleeps until the long task's deadline
+            slots.put(("short", 0.2))
+            while "short" not in cut_off:
+                await anyio.sleep(0.01)
+            group.cancel_scope.cancel()
+    assert 0.2 <= cut_off["short"] < 5
+    assert "long" not in cut_off
+
+
+async def test_a_batch_of_waiting_tasks_runs_one_per_slot_at_once() -> None:
+    started: list[int] = []
+    started_at_first_end: list[int] = []
+
+    async def run(item: int, cancel: Callable[[], None]) -> None:
+        started.append(item)
+        await anyio.sleep(0.2)  # I/O: the slot runs nothing else meanwhile
+        if not started_at_first_end:
+            started_at_first_end.append(len(started))
+
+    slots: Slots[int] = Slots(run)
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as group:
+            for _ in range(5):
+                group.start_soon(slots.serve)
+            await anyio.sleep(0.05)  # every slot idle
+            for item in range(5):
+                slots.put(item)
+            while len(started) < 5 or not started_at_first_end:
+                await anyio.sleep(0.01)
+            group.cancel_scope.cancel()
+    # Every task had started when the first one ended: five slots at once, not one by one.
+    assert started_at_first_end == [5]
+    assert sorted(started) == [0, 1, 2, 3, 4]
