@@ -18,13 +18,12 @@ import contextlib
 import signal
 import time
 from dataclasses import dataclass
+from functools import partial
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from benchmarks import database, measure
-from benchmarks.noop import Nothing, noop
-from sqlatasks import enqueue_many
+from benchmarks import database, measure, pacing
 from sqlatasks.models import TABLE_NAME
 
 RATE = 1000
@@ -70,7 +69,9 @@ async def run(url: str, quick: bool) -> list[measure.Row]:
             start = time.monotonic()
             sampling = asyncio.ensure_future(_sample(engine, start, every, samples))
             try:
-                sent = await _produce(engine, start + duration)
+                sent, _ = await pacing.produce(
+                    engine, rate=RATE, batch=BATCH, stop_at=start + duration
+                )
                 await asyncio.sleep(max(0.0, start + duration - time.monotonic()))
             finally:
                 sampling.cancel()
@@ -78,7 +79,7 @@ async def run(url: str, quick: bool) -> list[measure.Row]:
                     await sampling
             end = await _sizes(engine, time.monotonic() - start)
             samples.append(end)
-            left = await _drain(engine)
+            left = await pacing.drained(partial(_queued, engine), DRAIN_LIMIT)
         finally:
             runner.send_signal(signal.SIGTERM)
             await runner.wait()
@@ -142,22 +143,6 @@ async def _start_runner(url: str) -> tuple[asyncio.subprocess.Process, asyncio.T
     return runner, log
 
 
-async def _produce(engine: AsyncEngine, stop_at: float) -> int:
-    """Enqueue at RATE per second until `stop_at`; the number sent."""
-    sessions = async_sessionmaker(engine)
-    start, sent = time.monotonic(), 0
-    while (now := time.monotonic()) < stop_at:
-        due = int((now - start) * RATE) - sent
-        if due < BATCH:
-            await asyncio.sleep((sent + BATCH) / RATE - (now - start))
-            continue
-        count = min(due, 10 * BATCH)  # behind: catch up, in bounded batches
-        async with sessions() as session, session.begin():
-            await enqueue_many(session, noop, (Nothing(i=sent + i) for i in range(count)))
-        sent += count
-    return sent
-
-
 async def _sample(engine: AsyncEngine, start: float, every: float, into: list[Sample]) -> None:
     while True:
         into.append(await _sizes(engine, time.monotonic() - start))
@@ -168,14 +153,6 @@ async def _sizes(engine: AsyncEngine, seconds: float) -> Sample:
     async with engine.connect() as conn:
         row = (await conn.execute(_SIZES)).one()
     return Sample(round(seconds, 2), *(int(value) for value in row))
-
-
-async def _drain(engine: AsyncEngine) -> int:
-    """Wait until the queue is empty (at most DRAIN_LIMIT); the tasks left."""
-    deadline = time.monotonic() + DRAIN_LIMIT
-    while (left := (await _sizes(engine, 0)).queued) and time.monotonic() < deadline:  # noqa: ASYNC110 (polls the database)
-        await asyncio.sleep(0.2)
-    return left
 
 
 def _print_minutes(samples: list[Sample], step: float) -> None:
@@ -192,3 +169,7 @@ def _print_minutes(samples: list[Sample], step: float) -> None:
             f"  {s.seconds:6.0f} {s.table_bytes // 1024:10,} {s.index_bytes // 1024:10,}"
             f" {s.dead_tuples:12,} {s.queued:7,}"
         )
+
+
+async def _queued(engine: AsyncEngine) -> int:
+    return (await _sizes(engine, 0)).queued

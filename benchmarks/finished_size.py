@@ -24,14 +24,14 @@ import contextlib
 import signal
 import time
 from dataclasses import dataclass
+from functools import partial
 
 from sqlalchemy import text
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
-from benchmarks import database, measure
+from benchmarks import database, measure, pacing
 from benchmarks.noop import Nothing, noop
-from sqlatasks import enqueue_many, errors
+from sqlatasks import enqueue_many
 from sqlatasks.models import FINISHED_TABLE_NAME, TABLE_NAME
 
 RATE = 500
@@ -81,13 +81,15 @@ async def run(url: str, quick: bool, minutes: float = MINUTES) -> list[measure.R
             start = time.monotonic()
             sampling = asyncio.ensure_future(_sample(engine, start, every, samples))
             try:
-                sent, refused = await _produce(engine, start + duration)
+                sent, refused = await pacing.produce(
+                    engine, rate=RATE, batch=BATCH, stop_at=start + duration
+                )
             finally:
                 sampling.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await sampling
             samples.append(end := await _take(engine, time.monotonic() - start))
-            left = await _drain(engine)
+            left = await pacing.drained(partial(_queued, engine), DRAIN_LIMIT)
         finally:
             runner.send_signal(signal.SIGTERM)
             await runner.wait()
@@ -136,30 +138,6 @@ async def _wait_for_worker(engine: AsyncEngine) -> None:
         await asyncio.sleep(0.2)
 
 
-async def _produce(engine: AsyncEngine, stop_at: float) -> tuple[int, int]:
-    """Enqueue at RATE per second until `stop_at`; (the number sent, batches the server
-    refused and that were sent again: on a shared server another database's transaction can
-    fill the lock table for a while)."""
-    sessions = async_sessionmaker(engine)
-    start, sent, refused = time.monotonic(), 0, 0
-    while (now := time.monotonic()) < stop_at:
-        due = int((now - start) * RATE) - sent
-        if due < BATCH:
-            await asyncio.sleep((sent + BATCH) / RATE - (now - start))
-            continue
-        count = min(due, 10 * BATCH)  # behind: catch up, in bounded batches
-        try:
-            async with sessions() as session, session.begin():
-                await enqueue_many(session, noop, (Nothing(i=sent + i) for i in range(count)))
-        except SQLAlchemyError as exc:
-            refused += 1
-            print(f"  producer: batch refused ({errors.one_line(exc)}); again", flush=True)
-            await asyncio.sleep(0.5)
-            continue
-        sent += count
-    return sent, refused
-
-
 async def _sample(engine: AsyncEngine, start: float, every: float, into: list[Sample]) -> None:
     print(f"  {'t (s)':>6} {'rows':>8} {'MiB':>8} {'dead tuples':>12} {'queued':>7}", flush=True)
     while True:
@@ -179,9 +157,5 @@ async def _take(engine: AsyncEngine, seconds: float) -> Sample:
     return Sample(round(seconds, 2), *(int(value) for value in row))
 
 
-async def _drain(engine: AsyncEngine) -> int:
-    """Wait until the queue is empty (at most DRAIN_LIMIT); the tasks left."""
-    deadline = time.monotonic() + DRAIN_LIMIT
-    while (left := (await _take(engine, 0)).queued) and time.monotonic() < deadline:  # noqa: ASYNC110 (polls the database)
-        await asyncio.sleep(0.2)
-    return left
+async def _queued(engine: AsyncEngine) -> int:
+    return (await _take(engine, 0)).queued

@@ -122,8 +122,10 @@ async def _listen_once(
     conn.add_termination_listener(lambda _conn: lost.set())
     try:
         # The probe first, so that the LISTENs that matter are this session's last statements.
-        if not await _hears(conn, database_url):
-            return False
+        # A connection lost during the probe proves nothing about NOTIFY: reconnect and probe
+        # again (True), as for any lost connection.
+        if not await _hears(conn, database_url, lost):
+            return lost.is_set() or conn.is_closed()
         for channel in channels:
             await conn.add_listener(channel, on_notify)
         on_connect()
@@ -140,8 +142,9 @@ async def _listen_once(
     return True
 
 
-async def _hears(conn: asyncpg.Connection, database_url: str) -> bool:
-    """Whether a NOTIFY sent from a second connection reaches `conn` within PROBE_TIMEOUT.
+async def _hears(conn: asyncpg.Connection, database_url: str, lost: anyio.Event) -> bool:
+    """Whether a NOTIFY sent from a second connection reaches `conn` within PROBE_TIMEOUT;
+    False at once when `lost` is set (`conn` was closed) before it did.
 
     From a second connection, not `conn` itself: behind a transaction pooler `conn`'s own
     NOTIFY would run on the very server connection that holds its LISTEN and be delivered
@@ -149,9 +152,12 @@ async def _hears(conn: asyncpg.Connection, database_url: str) -> bool:
     """
     channel = f"sqlatasks_probe_{uuid.uuid4().hex}"
     heard = anyio.Event()
+    answered = anyio.Event()
+    """Set by the probe's NOTIFY, or by the connection's loss."""
 
     def on_probe(*_args: Any) -> None:
         heard.set()
+        answered.set()
 
     await conn.add_listener(channel, on_probe)
     sender = await _connect(database_url, "sqlatasks LISTEN probe")
@@ -160,7 +166,15 @@ async def _hears(conn: asyncpg.Connection, database_url: str) -> bool:
     finally:
         with anyio.CancelScope(shield=True), anyio.move_on_after(2):
             await sender.close()
-    with anyio.move_on_after(PROBE_TIMEOUT):
-        await heard.wait()
+
+    async def on_loss() -> None:
+        await lost.wait()
+        answered.set()
+
+    async with anyio.create_task_group() as watch:
+        watch.start_soon(on_loss)
+        with anyio.move_on_after(PROBE_TIMEOUT):
+            await answered.wait()
+        watch.cancel_scope.cancel()
     await conn.remove_listener(channel, on_probe)
     return heard.is_set()
