@@ -109,8 +109,8 @@ class Completer:
         async for first in self._receive:
             # Let what else was woken with us go first (the claim loop, as slots free up): its
             # statement is then on the server while this batch is built, and more outcomes
-            # join the batch.
-            await anyio.lowlevel.checkpoint()
+            # join the batch. Shielded: `first` is taken, and must be written.
+            await anyio.lowlevel.cancel_shielded_checkpoint()
             batch: list[Outcome] = [] if first is None else [first]
             flush = first is None
             while len(batch) < MAX_BATCH:

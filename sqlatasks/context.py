@@ -9,6 +9,7 @@ task's own async context only; concurrent tasks in one worker each see their own
 from __future__ import annotations
 
 import contextvars
+import math
 import types
 import uuid
 from collections.abc import Callable, Coroutine, Generator
@@ -49,6 +50,14 @@ class TaskRun:
     trace_context: str | None = None
     """The OpenTelemetry context its enqueue recorded (JSON text of the propagator's carrier,
     schema version 8), or None; `sqlatasks.tracing.middleware` continues that trace."""
+
+    deadline: float = math.inf
+    """When this attempt's time limit runs out, on `anyio.current_time()`'s clock (seconds;
+    `deadline - anyio.current_time()` is what is left): a task or a library it calls can
+    budget its work and clean up before the cut. The worker cancels the attempt then (sooner
+    if its lease is lost or an operator cancels it). Not `anyio.current_effective_deadline()`:
+    a worker runs its tasks in its execution slots' long-lived scopes, which have no deadline
+    of their own (docs/performance.md, "Fourth round"). inf for a TaskRun built by hand."""
 
     def report(self, value: Any) -> None:
         """Record `value` as this task's progress, for `get_task(...).progress` to show.

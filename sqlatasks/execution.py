@@ -227,6 +227,7 @@ async def _perform(
         lease_token=claimed.lease_token,
         on_report=on_report,
         trace_context=claimed.trace_context,
+        deadline=deadline,
     )
     committed: bool | None = None
     raised: BaseException | None = None
