@@ -62,10 +62,12 @@ class Progress:
 
     value: Any
     """The decoded JSON of what the task reported (a model reported comes back as a dict)."""
-    reported_at: datetime
+    reported_at: datetime | None
     """When the task reported it (the database's clock at the write, less the seconds the
-    value waited in the worker), at most `context.PROGRESS_PERIOD` before it was written."""
-    attempt: int
+    value waited in the worker), at most `context.PROGRESS_PERIOD` before it was written.
+    None (and `attempt` None, `value` the whole stored JSON) when the column holds something
+    no worker wrote: it was edited by hand."""
+    attempt: int | None
     """The attempt that reported it: lower than `TaskInfo.attempts` when the task is running
     again and its new attempt has reported nothing yet."""
 

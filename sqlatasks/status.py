@@ -70,11 +70,16 @@ def _progress(text: str | None) -> Progress | None:
     if text is None:
         return None
     stored = json.loads(text)
-    return Progress(
-        value=stored["value"],
-        reported_at=datetime.fromisoformat(stored["reported_at"]),
-        attempt=stored["attempt"],
-    )
+    try:
+        return Progress(
+            value=stored["value"],
+            reported_at=datetime.fromisoformat(stored["reported_at"]),
+            attempt=int(stored["attempt"]),
+        )
+    except (TypeError, KeyError, ValueError):
+        # Not what a worker writes (the column was edited by hand): shown as it is, not an
+        # error for `get_task`, `sqlatasks show` or the dashboard.
+        return Progress(value=stored, reported_at=None, attempt=None)
 
 
 def _result(task_name: str, text: str | None) -> Any:

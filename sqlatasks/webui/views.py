@@ -173,7 +173,11 @@ class Views:
             body += f'<h2>Error</h2><pre id="error">{h.esc(info.last_error)}</pre>'
         if info.progress is not None:
             p = info.progress
-            said = f"attempt {p.attempt}, reported {p.reported_at.isoformat(sep=' ')}"
+            said = (
+                f"attempt {p.attempt}, reported {p.reported_at.isoformat(sep=' ')}"
+                if p.reported_at is not None
+                else "not as a worker writes it (edited by hand?): shown as stored"
+            )
             body += f'<h2>Progress</h2><pre id="progress">{h.esc(_json(p.value))}</pre>'
             body += f'<p class="note">{h.esc(said)}</p>'
         if info.result is not None:
