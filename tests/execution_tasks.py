@@ -42,6 +42,19 @@ async def _sleep_recording(key: int, seconds: float, started: float) -> None:
         raise
 
 
+async def _sleeps(data: Job, *, end_after: bool = False) -> None:
+    """Records its start, sleeps `data.sleep` s (recording a cancellation), records its end
+    (with the seconds it took when `end_after`): the body of the tasks below that differ only
+    in their time limits."""
+    started = time.monotonic()
+    ledger.write("start", data.key)
+    await _sleep_recording(data.key, data.sleep, started)
+    if end_after:
+        ledger.write("end", data.key, after=time.monotonic() - started)
+    else:
+        ledger.write("end", data.key)
+
+
 @task(timeout=60, max_attempts=1)
 async def normal(data: Job) -> None:
     """Sleeps `sleep` seconds in five awaits; reports the ContextVar it sees."""
@@ -54,26 +67,17 @@ async def normal(data: Job) -> None:
 
 @task(timeout=30, max_attempts=1)
 async def long_limit(data: Job) -> None:
-    started = time.monotonic()
-    ledger.write("start", data.key)
-    await _sleep_recording(data.key, data.sleep, started)
-    ledger.write("end", data.key, after=time.monotonic() - started)
+    await _sleeps(data, end_after=True)
 
 
 @task(timeout=2, retry_delay=RETRY_DELAY, max_attempts=3)
 async def two_second_limit(data: Job) -> None:
-    started = time.monotonic()
-    ledger.write("start", data.key)
-    await _sleep_recording(data.key, data.sleep, started)
-    ledger.write("end", data.key)
+    await _sleeps(data)
 
 
 @task(timeout=0.5, retry_delay=RETRY_DELAY, max_attempts=3)
 async def half_second_limit(data: Job) -> None:
-    started = time.monotonic()
-    ledger.write("start", data.key)
-    await _sleep_recording(data.key, data.sleep, started)
-    ledger.write("end", data.key)
+    await _sleeps(data)
 
 
 @task(timeout=0.5, retry_delay=RETRY_DELAY, max_attempts=3)
@@ -170,10 +174,7 @@ async def session_sleeper(data: Job, session: AsyncSession) -> None:
 @task(timeout=600, max_attempts=3)
 async def waits(data: Job) -> None:
     """Sleeps `sleep` seconds under a long limit (for cancels, lost leases and shutdown)."""
-    started = time.monotonic()
-    ledger.write("start", data.key)
-    await _sleep_recording(data.key, data.sleep, started)
-    ledger.write("end", data.key, after=time.monotonic() - started)
+    await _sleeps(data, end_after=True)
 
 
 @task(timeout=0.5, max_attempts=1)
