@@ -62,8 +62,6 @@ class Running:
     lease, the end of its time limit (the worker's `leases.Watchdog`), an operator."""
     cancelled: bool = False
     """An operator cancelled it (NOTIFY) before it was cut off from its lease."""
-    deadline: float | None = None
-    """When its time limit runs out (anyio's clock), once it has started."""
 
 
 class Dispatcher:
@@ -103,15 +101,13 @@ class Dispatcher:
         """Tasks still running `grace` seconds past their time limit: they ignore their
         cancellation, and only killing the process stops them."""
         now = anyio.current_time()
-        ends = (
-            (r, min(r.deadline or math.inf, r.lease.trusted_until)) for r in self._running.values()
-        )
+        ends = ((r, r.lease.deadline) for r in self._running.values())
         return [r.claimed for r, end in ends if now > end + grace]
 
     def deadlines(self) -> dict[int, float]:
         """Each running task's end of its time limit (anyio's clock: with asyncio and uvloop,
         the system-wide monotonic clock), for the heartbeat."""
-        return {i: r.deadline for i, r in self._running.items() if r.deadline is not None}
+        return {i: r.lease.ends for i, r in self._running.items() if r.lease.ends < math.inf}
 
     def leased(self, grace: float) -> list[tuple[ClaimedTask, leases.Lease]]:
         """The leases to renew: not of tasks past their time limit + `grace` (their leases run
@@ -120,7 +116,7 @@ class Dispatcher:
         return [
             (r.claimed, r.lease)
             for r in self._running.values()
-            if not r.lease.cut_off and now <= (r.deadline or math.inf) + grace
+            if not r.lease.cut_off and now <= r.lease.ends + grace
         ]
 
     def stop(self, reason: str, *, now: bool = False) -> None:
@@ -275,7 +271,6 @@ class Dispatcher:
         claimed = running.claimed
 
         def started(deadline: float) -> None:
-            running.deadline = deadline
             running.lease.start(deadline, cancel)
             self._watchdog.started(running.lease)
 
