@@ -12,6 +12,12 @@ long-lived scope and hands its `cancel` to each task it runs. Cancelling it (a t
 lost lease, an operator's cancel, for the task running in it) interrupts that task like any
 cancel scope would; the slot then leaves the spent scope and enters a fresh one for its next
 task. Cancelling the scope the slots run in (shutdown) interrupts them all.
+
+A batch of tasks that never wait runs through one slot without a pause, so nothing else runs
+until it ends, the claim loop included: the next claim would go out only after the whole
+batch, and the worker would wait for it idle. `make_way()` (the dispatcher's) lets the event
+loop run others between two items once half the slots are free, so the claim for them is on
+the server while the rest of the batch runs here.
 """
 
 from __future__ import annotations
@@ -31,10 +37,17 @@ T = TypeVar("T")
 class Slots(Generic[T]):
     """Items waiting for a slot, and the slots' loop (`serve`)."""
 
-    def __init__(self, run: Callable[[T, Callable[[], None]], Awaitable[None]]) -> None:
+    def __init__(
+        self,
+        run: Callable[[T, Callable[[], None]], Awaitable[None]],
+        make_way: Callable[[], bool] = lambda: False,
+    ) -> None:
         """`run(item, cancel)` runs one item; `cancel()` cancels it, and is good only until
-        `run` returns."""
+        `run` returns. `make_way()`: whether a slot running items back to back should let the
+        event loop run others before its next item (the claim loop, to claim for the slots
+        freed so far while the rest run)."""
         self._run = run
+        self._make_way = make_way
         self._waiting: deque[T] = deque()
         self._idle: deque[asyncio.Future[None]] = deque()
         """One future per idle slot, which it waits on; resolved to wake that slot."""
@@ -82,6 +95,10 @@ class Slots(Generic[T]):
                         # request on the slot: withdraw it, or the slot's next wait would end
                         # in it.
                         await cancellation.drop_stray()
+                    if self._waiting and self._make_way() and not scope.cancel_called:
+                        # Between items, the last one done (its lease finished: nothing
+                        # cancels this scope for it now); shutdown's cancel ends the slot here.
+                        await asyncio.sleep(0)
             # The scope was cancelled for the item that just ran; that run is over and was
             # told so. Left without awaiting anything in it; the next item gets a fresh one.
             if cancelling():

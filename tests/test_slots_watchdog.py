@@ -7,7 +7,8 @@ the real `Slots`, `Lease` and `Watchdog` on a real event loop (no database: they
 - a cancel that reaches a lease after its task ended (a renewal's late answer) never cancels
   the slot's next task;
 - a task whose deadline comes before every running one's is still cut off at its own;
-- a claimed batch of tasks that wait on I/O runs at once, one per slot, not one after another.
+- a claimed batch of tasks that wait on I/O runs at once, one per slot, not one after another;
+- a batch of tasks that never wait makes way for the claim half-way (`make_way`).
 """
 
 from __future__ import annotations
@@ -117,3 +118,33 @@ async def test_a_batch_of_waiting_tasks_runs_one_per_slot_at_once() -> None:
     # Every task had started when the first one ended: five slots at once, not one by one.
     assert started_at_first_end == [5]
     assert sorted(started) == [0, 1, 2, 3, 4]
+
+
+async def test_a_slot_running_a_batch_through_makes_way_for_the_claim() -> None:
+    """Tasks that never wait run back to back in one slot; once `make_way()` says so (the
+    dispatcher: the claim loop waits and half the slots are free), the slot lets the event
+    loop run others before its next task, so the claim for the freed slots goes out while
+    the rest of the batch runs, not after it."""
+    order: list[str] = []
+    freed = anyio.Event()  # the dispatcher's wake-up, set as each task ends
+
+    async def run(name: str, cancel: Callable[[], None]) -> None:
+        order.append(name)  # no await: a no-op task
+        freed.set()
+
+    async def claimer() -> None:
+        await freed.wait()
+        order.append("claim")
+
+    slots: Slots[str] = Slots(run, make_way=lambda: len(order) == 2)
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as group:
+            group.start_soon(slots.serve)
+            group.start_soon(claimer)
+            await anyio.sleep(0.01)  # both wait: the slot for items, the claimer for a slot
+            for name in ("t1", "t2", "t3", "t4"):
+                slots.put(name)
+            while len(order) < 5:
+                await anyio.sleep(0.01)
+            group.cancel_scope.cancel()
+    assert order == ["t1", "t2", "claim", "t3", "t4"]

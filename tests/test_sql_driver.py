@@ -11,7 +11,8 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
-from sqlatasks import enqueue, errors
+from sqlatasks import enqueue, enqueue_many, errors
+from sqlatasks.models import TABLE_NAME
 from sqlatasks.sql import claim, driver, outcomes
 from tests.conftest import count_tasks
 from tests.tasks_for_tests import Greeting, greet
@@ -65,3 +66,36 @@ async def test_a_driver_error_is_sqlalchemys_with_its_sqlstate(db_url: str) -> N
                 await outcomes.task_ack(conn, [(1, uuid.uuid4())])
     finally:
         await worker.dispose()
+
+
+async def test_the_claims_plan_is_made_once_not_on_every_claim(
+    engine: AsyncEngine, db_url: str
+) -> None:
+    """A claim's size is written into its statement (one prepared statement per size): the
+    server keeps one plan for it after its first five executions, instead of planning the
+    claim again every time, as it must for `LIMIT $1` (pg_prepared_statements counts both).
+    A queue deep enough, and analyzed, that a plan for any limit (PostgreSQL assumes a tenth
+    of the rows) costs more than the plan for 3: with `LIMIT $1`, it plans every claim."""
+    async with async_sessionmaker(engine)() as session, session.begin():
+        await enqueue_many(session, greet, (Greeting(name=str(i)) for i in range(20_000)))
+    async with engine.begin() as conn:
+        await conn.execute(text(f"ANALYZE {TABLE_NAME}"))
+    worker = create_async_engine(db_url, isolation_level="AUTOCOMMIT")
+    try:
+        async with worker.connect() as conn:
+            for _ in range(8):
+                await claim.task_claim(
+                    conn, queues=(), limit=3, lease_seconds=60, worker_id="w", token=uuid.uuid4()
+                )
+            plans = await conn.execute(
+                text(
+                    "SELECT generic_plans, custom_plans FROM pg_prepared_statements "
+                    "WHERE statement LIKE '%lease due tasks%' "
+                    "AND statement NOT LIKE '%pg_prepared_statements%'"
+                )
+            )
+            (generic, custom), *others = plans.all()
+    finally:
+        await worker.dispose()
+    assert others == []  # one statement for the one size claimed
+    assert (generic, custom) == (3, 5)
