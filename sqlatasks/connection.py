@@ -9,6 +9,7 @@ itself on the claim and ack path, so the dispatcher and the completer each keep 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Awaitable, Callable
 
 import anyio
 from sqlalchemy import event
@@ -39,9 +40,16 @@ def discard_broken_connections(engine: AsyncEngine) -> AsyncEngine:
 
 
 class HeldConnection:
-    def __init__(self, engine: AsyncEngine, name: str) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        name: str,
+        on_open: Callable[[AsyncConnection], Awaitable[None]] | None = None,
+    ) -> None:
+        """`on_open(connection)`: run on each connection it opens (session settings)."""
         self._engine = engine
         self._name = name
+        self._on_open = on_open
         self._connection: AsyncConnection | None = None
 
     async def get(self) -> AsyncConnection:
@@ -50,6 +58,8 @@ class HeldConnection:
             connection = await self._engine.connect()
             try:
                 await server.connection_name(connection, self._name)
+                if self._on_open is not None:
+                    await self._on_open(connection)
             except BaseException:
                 with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
                     await connection.close()

@@ -26,7 +26,7 @@ from sqlatasks.connection import HeldConnection
 from sqlatasks.execution import Limits
 from sqlatasks.outcomes import Released
 from sqlatasks.rows import ClaimedTask
-from sqlatasks.slots import Slots, Wakeup
+from sqlatasks.slots import EARLY_CLAIM, Slots, Wakeup
 from sqlatasks.sql import claim as sql
 from sqlatasks.transactions import RunInTransaction
 
@@ -75,14 +75,14 @@ class Dispatcher:
         limits: Limits,
         transactions: RunInTransaction,
     ) -> None:
-        self._connection = HeldConnection(engine, f"sqlatasks claim {policy.worker_id}")
+        name = f"sqlatasks claim {policy.worker_id}"
+        self._connection = HeldConnection(engine, name, on_open=sql.plan_each_claim)
         self._completer = completer
         self._policy = policy
         self._limits = limits
         self._transactions = transactions
         self._running: dict[int, Running] = {}
         self._waiting_for_slots = False
-        """The claim loop waits for slots to free up (every slot is taken)."""
         self._wakeup = Wakeup()
         self._watchdog = leases.Watchdog(lambda: (r.lease for r in self._running.values()))
         self.reported = Wakeup()
@@ -98,11 +98,11 @@ class Dispatcher:
 
     def _claim_before_the_batch_ends(self) -> bool:
         """Whether a slot running a batch through (tasks that never wait) should let the claim
-        loop claim now, for the half of the slots that are free, while the rest of the batch
-        runs. Half, not one: much of a claim's cost is per statement (10 rows took 0.5 ms to
-        answer, 50 rows 1.4-1.8; docs/performance.md, "Fifth round")."""
+        loop claim for the free slots while the rest runs: once half of them, and no fewer
+        than `slots.EARLY_CLAIM`, are free (docs/performance.md, "Fifth round")."""
         free = self._policy.concurrency - len(self._running)
-        return self._waiting_for_slots and free * 2 >= self._policy.concurrency
+        enough = max(EARLY_CLAIM, self._policy.concurrency / 2)
+        return self._waiting_for_slots and free >= enough
 
     def wake(self) -> None:
         self._wakeup.set()

@@ -16,8 +16,8 @@ task. Cancelling the scope the slots run in (shutdown) interrupts them all.
 A batch of tasks that never wait runs through one slot without a pause, so nothing else runs
 until it ends, the claim loop included: the next claim would go out only after the whole
 batch, and the worker would wait for it idle. `make_way()` (the dispatcher's) lets the event
-loop run others between two items once half the slots are free, so the claim for them is on
-the server while the rest of the batch runs here.
+loop run others between two items once half the slots are free (and no fewer than
+EARLY_CLAIM), so the claim for them is on the server while the rest of the batch runs here.
 """
 
 from __future__ import annotations
@@ -32,6 +32,13 @@ import anyio
 from sqlatasks import cancellation
 
 T = TypeVar("T")
+
+EARLY_CLAIM = 50
+"""Fewest free slots worth a claim before a batch has run through (`Slots(make_way=...)`). A
+claim has a cost per statement (its planning, 0.3-0.65 ms on the server, and a round trip),
+and on a machine whose cores the workers already fill, the claims of 25 that two workers of
+50 made that way cost more than the overlap gained: 0.58 to 0.43 of the raw loop at 2 x 50,
+while one worker of 100 went from 0.47 to 0.65 (docs/performance.md, "Fifth round")."""
 
 
 class Slots(Generic[T]):

@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import cast
 
 import anyio
 import pytest
 
-from sqlatasks import cancellation
+from sqlatasks import cancellation, worker
+from sqlatasks.dispatcher import Running
 from sqlatasks.leases import Lease, Watchdog
+from sqlatasks.settings import Settings
 from sqlatasks.slots import Slots
 
 pytestmark = pytest.mark.anyio
@@ -148,3 +151,24 @@ async def test_a_slot_running_a_batch_through_makes_way_for_the_claim() -> None:
                 await anyio.sleep(0.01)
             group.cancel_scope.cancel()
     assert order == ["t1", "t2", "claim", "t3", "t4"]
+
+
+@pytest.mark.parametrize(
+    ("concurrency", "running", "early"),
+    [(100, 50, True), (100, 51, False), (200, 100, True), (200, 101, False), (50, 25, False)],
+)
+async def test_the_dispatcher_claims_early_only_for_enough_free_slots(
+    concurrency: int, running: int, early: bool
+) -> None:
+    """The dispatcher's `make_way`: while its claim loop waits for slots, once half of them
+    and at least `slots.EARLY_CLAIM` are free (a claim of 25 for two workers of 50 cost more
+    than it gained, docs/performance.md); never while a claim is under way."""
+    url = "postgresql+asyncpg://nobody@127.0.0.1:1/nothing"  # nothing connects here
+    parts = worker.build(Settings(database_url=url, concurrency=concurrency), 0)
+    dispatcher = parts.dispatcher
+    dispatcher._running = {i: cast(Running, None) for i in range(running)}
+    assert not dispatcher._claim_before_the_batch_ends()  # the claim loop is not waiting
+    dispatcher._waiting_for_slots = True
+    assert dispatcher._claim_before_the_batch_ends() is early
+    await parts.engine.dispose()
+    await parts.task_engine.dispose()

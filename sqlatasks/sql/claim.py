@@ -7,7 +7,6 @@ rules that every later write follows.
 
 from __future__ import annotations
 
-import functools
 import uuid
 from collections.abc import Sequence
 
@@ -15,14 +14,14 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import TextClause
 
-from sqlatasks import rows
+from sqlatasks import poolers, rows
 from sqlatasks.models import KEY_ADMITS_FUNCTION, QUEUE_ROOM_FUNCTION, QUEUES_TABLE_NAME, TABLE_NAME
 from sqlatasks.sql import driver
 
 
 def _claim(queue_filter: str, limit: str = ":limit") -> TextClause:
     return text(f"""
--- lease due tasks (no more than the LIMIT below) under a fresh token, in claim order
+-- lease up to :limit due tasks under a fresh token, in claim order
 WITH due AS MATERIALIZED (
     -- MATERIALIZED: run the locking SELECT once; inlined, the planner may re-run it per
     -- joined row and lock more rows than LIMIT.
@@ -60,42 +59,52 @@ RETURNING t.id, t.task_name, t.queue, t.payload::text AS payload, t.attempts, t.
 
 # Two statements, not one with "cardinality(:queues) = 0 OR queue = ANY(:queues)": measured,
 # that OR made the prepared claim about five times slower (its generic plan cannot drop it).
-_ANY_QUEUE = ""
-_QUEUES = "AND queue = ANY(CAST(:queues AS text[]))"
+_CLAIM_ANY_QUEUE = _claim("")
+_CLAIM_QUEUES = _claim("AND queue = ANY(CAST(:queues AS text[]))")
 # Every queue but those with settings (claimed one by one, below), by a worker of all queues.
-_EXCEPT = "AND queue <> ALL(CAST(:excluded AS text[]))"
-_CLAIM_ANY_QUEUE = _claim(_ANY_QUEUE)
-_CLAIM_QUEUES = _claim(_QUEUES)
+_CLAIM_EXCEPT = _claim("AND queue <> ALL(CAST(:excluded AS text[]))")
 # One queue with settings: no more than its room (v5 `sqlatasks_queue_room`: paused, running
 # across every runner, starts per second), computed once, before the scan, under its row lock.
 _CLAIM_LIMITED = _claim(
     "AND queue = CAST(:queue AS text)",
     limit=f"least(:limit, {QUEUE_ROOM_FUNCTION}(CAST(:queue AS text), :limit))",
 )
+
+
 # Sent on the driver's connection (sqlatasks.sql.driver): the claim is the worker's hottest
 # statement.
-_LIMITED = driver.Prepared.of(_CLAIM_LIMITED)
-
-
-@functools.cache
-def _sized(queue_filter: str, limit: int) -> driver.Prepared:
-    """The claim of at most `limit` tasks, the number written into the statement: one
-    prepared statement per size (a worker claims 1 to its concurrency). With `LIMIT :limit`
-    PostgreSQL cannot cache a plan that fits every limit, and plans the claim again on every
-    execution (a custom plan: 0.3-0.6 ms of the server's time per claim, measured in
-    docs/performance.md); with the number in the text, the plan it caches after five
-    executions is the one it would make anyway."""
-    return driver.Prepared.of(_claim(queue_filter, limit=str(limit)))
+_PREPARED = {c: driver.Prepared.of(c) for c in (_CLAIM_ANY_QUEUE, _CLAIM_QUEUES, _CLAIM_EXCEPT)}
+_PREPARED[_CLAIM_LIMITED] = driver.Prepared.of(_CLAIM_LIMITED)
 
 
 def _statement(
-    queues: Sequence[str], excluded: Sequence[str], limited: str | None, limit: int
+    queues: Sequence[str], excluded: Sequence[str], limited: str | None
 ) -> driver.Prepared:
     if limited is not None:
-        return _LIMITED
+        return _PREPARED[_CLAIM_LIMITED]
     if queues:
-        return _sized(_QUEUES, limit)
-    return _sized(_EXCEPT if excluded else _ANY_QUEUE, limit)
+        return _PREPARED[_CLAIM_QUEUES]
+    return _PREPARED[_CLAIM_EXCEPT if excluded else _CLAIM_ANY_QUEUE]
+
+
+_EACH_CLAIM_PLANNED = text("SELECT set_config('plan_cache_mode', 'force_custom_plan', false)")
+
+
+async def plan_each_claim(conn: AsyncConnection) -> None:
+    """Make the session plan each claim for the table as it is now (`plan_cache_mode =
+    force_custom_plan`), never from a plan it cached earlier.
+
+    After five executions of a prepared statement, PostgreSQL may keep one generic plan for
+    it when that plan's estimate is no worse than the custom ones'. An idle worker claims an
+    empty queue over and over, and on an empty table the generic plan is a sequential scan
+    and a sort of every row: kept, a claim of 100 after a burst of 100,000 tasks took 3 s
+    instead of a few ms (measured on PostgreSQL 15, `EXPLAIN ANALYZE EXECUTE`), until an
+    `ANALYZE` invalidated it. A custom plan costs 0.3-0.6 ms of planning per claim. Not sent
+    through a pooler in transaction mode (statement cache off): there every statement is
+    prepared unnamed, planned for its own parameters, and a session setting would stay on a
+    server connection that other clients get next."""
+    if not poolers.statement_cache_off(conn.engine.url):
+        await conn.execute(_EACH_CLAIM_PLANNED)
 
 
 async def task_claim_plan(conn: AsyncConnection, *, queues: Sequence[str]) -> str:
@@ -136,7 +145,7 @@ async def task_claim(
         parameters["queues"] = list(queues)
     elif excluded:
         parameters["excluded"] = list(excluded)
-    result = await driver.fetch(conn, _statement(queues, excluded, limited, limit), parameters)
+    result = await driver.fetch(conn, _statement(queues, excluded, limited), parameters)
     # Unpacked by position (the RETURNING list's order), not by name: cheaper per row.
     return [
         rows.ClaimedTask(id_, name, queue, payload, attempts, max_attempts, token, trace)
