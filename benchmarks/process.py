@@ -134,8 +134,8 @@ async def fill(engine: AsyncEngine, tasks: int) -> None:
     async with engine.begin() as conn:
         await conn.execute(text(f"ANALYZE {TABLE_NAME}"))
     # Each round's TRUNCATE and ANALYZE leave dead rows in these catalogs; on a server with
-    # autovacuum off they pile up, and every plan and relation look-up slows down round after
-    # round (measured: the claim's planning went from 0.3 to 0.65 ms over an hour of runs).
+    # autovacuum off they pile up (3,340 dead rows against 34 live in pg_class after an hour of
+    # runs), and every plan's catalog look-ups walk through them.
     async with engine.connect() as conn:
         await conn.execution_options(isolation_level="AUTOCOMMIT")
         await conn.execute(text("VACUUM pg_catalog.pg_class, pg_catalog.pg_statistic"))

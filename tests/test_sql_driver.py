@@ -11,9 +11,10 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
-from sqlatasks import enqueue, enqueue_many, errors, worker
+from sqlatasks import enqueue, enqueue_many, errors
 from sqlatasks.settings import Settings
 from sqlatasks.sql import claim, driver, outcomes
+from sqlatasks.worker import build
 from tests.conftest import count_tasks
 from tests.tasks_for_tests import Greeting, greet
 
@@ -75,7 +76,7 @@ async def test_an_idle_workers_claim_is_planned_for_the_queue_as_it_is_now(
     plan for the prepared claim, made for an empty table (a scan and a sort of every row),
     and use it after a burst too: seconds a claim (`claim.plan_each_claim`). The worker's
     claim connection plans each claim afresh (pg_prepared_statements counts the plans)."""
-    parts = worker.build(Settings(database_url=db_url), 0)
+    parts = build(Settings(database_url=db_url), 0)
     try:
         for _ in range(8):
             assert await parts.dispatcher._claim([((), 3)]) == []
