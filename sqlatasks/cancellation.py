@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import anyio
 import anyio.lowlevel
@@ -90,3 +90,19 @@ async def drop_stray() -> None:
             raise  # ours came in meanwhile (shutdown)
     while task.cancelling():
         task.uncancel()
+
+
+async def sparing_strays(wait: Awaitable[None]) -> None:
+    """Await `wait`, ended early by any cancellation, but raise only ours: a request that code
+    run by the current asyncio task scheduled for later (`call_soon(current_task().cancel)`)
+    and left behind as it returned lands in whatever that task awaits next, and is withdrawn
+    here. A long-lived execution slot awaits its pauses between tasks through this: it must
+    serve on, not end (the worker's task group would take a slot's end for its own)."""
+    try:
+        await wait
+    except asyncio.CancelledError as exc:
+        if ours(exc):
+            raise
+        task = asyncio.current_task()
+        while task is not None and task.cancelling():
+            task.uncancel()

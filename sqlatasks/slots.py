@@ -89,7 +89,7 @@ class Slots(Generic[T]):
             with cancellation.new_scope() as scope:
                 while not scope.cancel_called:
                     if not self._waiting:
-                        await self._idle_until_woken(loop)
+                        await cancellation.sparing_strays(self._idle_until_woken(loop))
                         continue
                     item = self._waiting.popleft()
                     if self._waiting:
@@ -105,7 +105,7 @@ class Slots(Generic[T]):
                     if self._waiting and self._make_way() and not scope.cancel_called:
                         # Between items, the last one done (its lease finished: nothing
                         # cancels this scope for it now); shutdown's cancel ends the slot here.
-                        await asyncio.sleep(0)
+                        await cancellation.sparing_strays(asyncio.sleep(0))
             # The scope was cancelled for the item that just ran; that run is over and was
             # told so. Left without awaiting anything in it; the next item gets a fresh one.
             if cancelling():

@@ -141,6 +141,17 @@ async def cancels_itself_and_returns(data: Job) -> None:
 
 
 @task(retry_delay=RETRY_DELAY, max_attempts=3)
+async def cancels_itself_next_turn_and_returns(data: Job) -> None:
+    """Schedules its own asyncio task's (the slot's) cancellation for the event loop's next
+    turn, and returns: the request lands after the task, on whatever the slot awaits next."""
+    ledger.write("start", data.key)
+    current = asyncio.current_task()
+    assert current is not None
+    asyncio.get_running_loop().call_soon(current.cancel)
+    ledger.write("end", data.key)
+
+
+@task(retry_delay=RETRY_DELAY, max_attempts=3)
 async def cancels_itself_and_swallows(data: Job) -> None:
     """Cancels its own asyncio task, swallows the CancelledError at its next await, returns."""
     ledger.write("start", data.key)

@@ -128,7 +128,8 @@ async def test_own_cancellations_spare_the_slots_next_tasks_and_deadlines_still_
     engine: AsyncEngine, start_runner: Runners, tmp_path: Path
 ) -> None:
     # --concurrency 1: a task that cancels its own asyncio task (the slot's) and returns, one
-    # that swallows such a cancel, one that raises CancelledError; after each, the next task
+    # that swallows such a cancel, one that raises CancelledError, one that leaves the cancel
+    # for the event loop's next turn (it lands in the slot's wait); after each, the next task
     # runs in full; a time limit after all of them still fires (and only for its task).
     runner = start_runner("--workers", "1", "--concurrency", "1", imports=[MODULE])
     await runner.started(1)
@@ -139,17 +140,20 @@ async def test_own_cancellations_spare_the_slots_next_tasks_and_deadlines_still_
         (t.normal, Job(key=102, sleep=0.5)),
         (t.raises_cancelled, Job(key=3)),
         (t.normal, Job(key=103, sleep=0.5)),
+        (t.cancels_itself_next_turn_and_returns, Job(key=5)),
+        (t.normal, Job(key=105, sleep=0.5)),
         (t.half_second_limit, Job(key=4, sleep=60)),
         (t.normal, Job(key=104, sleep=0.5)),
     ]
     ids = dict(zip([job.key for _, job in jobs], await put_in_order(engine, *jobs), strict=True))
     await ledger.wait_for_entries(tmp_path, "start", len(jobs), timeout=90)
     await wait_gone(engine, ids[104], "the last task to complete")
-    for key in (101, 102, 103, 104):
+    for key in (101, 102, 103, 104, 105):
         assert events_of(tmp_path, key) == ["start", "end"], key
         assert await row(engine, ids[key]) is None
-    # Returned, both of them (a cancel requested and withdrawn is no failure): deleted.
+    # Returned, all three (a cancel requested and withdrawn is no failure): deleted.
     assert await row(engine, ids[1]) is None
+    assert await row(engine, ids[5]) is None
     assert await row(engine, ids[2]) is None
     assert events_of(tmp_path, 2) == ["start", "swallowed", "end"]
     raised = await wait_for_row(engine, ids[3], "the CancelledError to fail its attempt")

@@ -8,11 +8,13 @@ the real `Slots`, `Lease` and `Watchdog` on a real event loop (no database: they
   the slot's next task;
 - a task whose deadline comes before every running one's is still cut off at its own;
 - a claimed batch of tasks that wait on I/O runs at once, one per slot, not one after another;
-- a batch of tasks that never wait makes way for the claim half-way (`make_way`).
+- a batch of tasks that never wait makes way for the claim half-way (`make_way`);
+- a cancel a task leaves for the slot to meet later is withdrawn, and the slot serves on.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Callable
 from typing import cast
@@ -172,3 +174,33 @@ async def test_the_dispatcher_claims_early_only_for_enough_free_slots(
     assert dispatcher._claim_before_the_batch_ends() is early
     await parts.engine.dispose()
     await parts.task_engine.dispose()
+
+
+async def test_a_cancel_a_task_left_for_the_next_turn_spares_the_slot() -> None:
+    """A task that schedules its own asyncio task's (the slot's) cancellation for later and
+    returns: the cancel lands on whatever the slot awaits next (its pause to make way, its
+    wait for an item). That is not a cancel of ours: the slot withdraws it and serves on."""
+    ran: list[str] = []
+
+    async def run(name: str, cancel: Callable[[], None]) -> None:
+        ran.append(name)
+        if name.startswith("cancels"):
+            current = asyncio.current_task()
+            assert current is not None
+            asyncio.get_running_loop().call_soon(current.cancel)
+
+    slots: Slots[str] = Slots(run, make_way=lambda: True)
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as group:
+            group.start_soon(slots.serve)
+            await anyio.sleep(0.01)
+            slots.put("cancels, then a pause to make way")
+            slots.put("t2")
+            await anyio.sleep(0.05)
+            slots.put("cancels, then the wait for an item")
+            await anyio.sleep(0.05)
+            slots.put("t4")
+            while len(ran) < 4:
+                await anyio.sleep(0.01)
+            group.cancel_scope.cancel()
+    assert ran[1::2] == ["t2", "t4"]

@@ -61,5 +61,10 @@ async def test_poison_tasks_park_and_the_rest_flows(chaos: Chaos) -> None:
     assert verdict.parked == 4
     rows = {r.key: r for r in await invariants.read_rows(chaos.engine)}
     assert [rows[k].attempts for k in raises + exits] == [3, 3, 2, 2]
-    # Tasks running beside an os._exit die with its process: each of those re-runs has it as cause.
-    assert {d.cause for d in verdict.duplicates} <= {"task called os._exit (mid-task)"}
+    # Tasks running beside an os._exit die with its process, and so does a task that had
+    # just ended, its ack not yet written (the completer writes acks after the task, in
+    # batches; CI met this once): each of those re-runs has the exit as its cause.
+    assert {d.cause for d in verdict.duplicates} <= {
+        "task called os._exit (mid-task)",
+        "task called os._exit (after its end, before its ack)",
+    }
