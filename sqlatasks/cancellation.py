@@ -83,13 +83,10 @@ async def drop_stray() -> None:
         return
     if task is None or not task.cancelling() or anyio.current_effective_deadline() == -math.inf:
         return
-    try:
-        await anyio.lowlevel.checkpoint()  # delivers a request still pending, here
-    except anyio.get_cancelled_exc_class():
-        if anyio.current_effective_deadline() == -math.inf:
-            raise  # ours came in meanwhile (shutdown)
-    while task.cancelling():
-        task.uncancel()
+    # A request still pending is delivered here, and withdrawn unless ours came in meanwhile
+    # (shutdown); one the task already took and swallowed is only counted, and withdrawn too.
+    await sparing_strays(anyio.lowlevel.checkpoint())
+    _withdraw(task)
 
 
 async def sparing_strays(wait: Awaitable[None]) -> None:
@@ -103,6 +100,10 @@ async def sparing_strays(wait: Awaitable[None]) -> None:
     except asyncio.CancelledError as exc:
         if ours(exc):
             raise
-        task = asyncio.current_task()
-        while task is not None and task.cancelling():
-            task.uncancel()
+        _withdraw(asyncio.current_task())
+
+
+def _withdraw(task: asyncio.Task[object] | None) -> None:
+    """Withdraw every cancellation request counted on `task`."""
+    while task is not None and task.cancelling():
+        task.uncancel()

@@ -83,6 +83,7 @@ class Dispatcher:
         self._transactions = transactions
         self._running: dict[int, Running] = {}
         self._waiting_for_slots = False
+        self._early_claim_from = max(EARLY_CLAIM, policy.concurrency / 2)
         self._wakeup = Wakeup()
         self._watchdog = leases.Watchdog(lambda: (r.lease for r in self._running.values()))
         self.reported = Wakeup()
@@ -101,8 +102,7 @@ class Dispatcher:
         loop claim for the free slots while the rest runs: once half of them, and no fewer
         than `slots.EARLY_CLAIM`, are free (docs/performance.md, "Fifth round")."""
         free = self._policy.concurrency - len(self._running)
-        enough = max(EARLY_CLAIM, self._policy.concurrency / 2)
-        return self._waiting_for_slots and free >= enough
+        return self._waiting_for_slots and free >= self._early_claim_from
 
     def wake(self) -> None:
         self._wakeup.set()

@@ -35,7 +35,7 @@ T = TypeVar("T")
 
 EARLY_CLAIM = 50
 """Fewest free slots worth a claim before a batch has run through (`Slots(make_way=...)`). A
-claim has a cost per statement (its planning, 0.3-0.65 ms on the server, and a round trip),
+claim has a cost per statement (its planning, 0.1-0.65 ms on the server, and a round trip),
 and on a machine whose cores the workers already fill, the claims of 25 that two workers of
 50 made that way cost more than the overlap gained: 0.58 to 0.43 of the raw loop at 2 x 50,
 while one worker of 100 went from 0.47 to 0.65 (docs/performance.md, "Fifth round")."""

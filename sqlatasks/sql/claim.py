@@ -99,10 +99,10 @@ async def plan_each_claim(conn: AsyncConnection) -> None:
     empty queue over and over, and on an empty table the generic plan is a sequential scan
     and a sort of every row: kept, a claim of 100 after a burst of 100,000 tasks took 3 s
     instead of a few ms (measured on PostgreSQL 15, `EXPLAIN ANALYZE EXECUTE`), until an
-    `ANALYZE` invalidated it. A custom plan costs 0.3-0.6 ms of planning per claim. Not sent
-    through a pooler in transaction mode (statement cache off): there every statement is
-    prepared unnamed, planned for its own parameters, and a session setting would stay on a
-    server connection that other clients get next."""
+    `ANALYZE` invalidated it. A custom plan costs 0.1-0.65 ms of planning per claim (on two
+    machines, docs/performance.md). Not sent through a pooler in transaction mode (statement
+    cache off): there every statement is prepared unnamed, planned for its own parameters,
+    and a session setting would stay on a server connection that other clients get next."""
     if not poolers.statement_cache_off(conn.engine.url):
         await conn.execute(_EACH_CLAIM_PLANNED)
 
